@@ -1,0 +1,142 @@
+"""Turn a FineTuneJob document into a typed job, or a list of problems that name fields.
+
+Three passes, each reporting every problem it finds: the typed models (shape, types,
+ranges), the CEL rules attached to the models (the same ones the API server enforces from
+the CRD), and the `spec.training` keys against the method's TRL config class.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from typing import Any, Iterator, Optional
+
+import celpy
+from pydantic import BaseModel, ValidationError
+
+from .models import DNS_LABEL_PATTERN, JOB_NAME_PATTERN, METRIC_PATTERN, SOURCE_PATTERN, FineTuneJob
+from .trl_keys import check_training_keys
+
+
+@dataclass(frozen=True)
+class Problem:
+    path: str
+    reason: str
+
+    def __str__(self) -> str:
+        return f"{self.path}: {self.reason}" if self.path else self.reason
+
+
+class InvalidJob(ValueError):
+    def __init__(self, problems: list[Problem]):
+        self.problems = problems
+        super().__init__("; ".join(str(p) for p in problems))
+
+
+def format_location(location: tuple[Any, ...]) -> str:
+    path = ""
+    for part in location:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        else:
+            path += f".{part}" if path else str(part)
+    return path
+
+
+PATTERN_MEANINGS = {
+    SOURCE_PATTERN: "expected hf://<org>/<name>, pvc://<claim>/<path>, s3://<bucket>/<prefix>, "
+    "job://<job>, builtin://tiny or an absolute path",
+    METRIC_PATTERN: "unknown metric; expected exact_match, contains, loss, perplexity, reward or pass@<k>",
+    DNS_LABEL_PATTERN: "must be a DNS label: lowercase letters, digits and '-'",
+    JOB_NAME_PATTERN: "must start with a letter and hold only lowercase letters, digits and '-'",
+}
+
+
+def _pydantic_problems(error: ValidationError) -> list[Problem]:
+    problems = []
+    for item in error.errors():
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "string_pattern_mismatch":
+            pattern = item.get("ctx", {}).get("pattern")
+            message = f"{item['input']!r}: {PATTERN_MEANINGS.get(pattern, message)}"
+        problems.append(Problem(format_location(tuple(item["loc"])), message))
+    return list(dict.fromkeys(problems))
+
+
+@functools.cache
+def _compiled(rule: str) -> celpy.Runner:
+    environment = celpy.Environment()
+    return environment.program(environment.compile(rule))
+
+
+def cel_rules_of(model_class: type[BaseModel]) -> list[dict[str, str]]:
+    extra = model_class.model_config.get("json_schema_extra") or {}
+    return list(extra.get("x-kubernetes-validations", [])) if isinstance(extra, dict) else []
+
+
+def evaluate_rule(rule: str, value: dict[str, Any], old_value: Optional[dict[str, Any]] = None) -> bool:
+    activation = {"self": celpy.json_to_cel(value)}
+    if old_value is not None:
+        activation["oldSelf"] = celpy.json_to_cel(old_value)
+    result = _compiled(rule).evaluate(activation)
+    if isinstance(result, celpy.celtypes.BoolType):
+        return bool(result)
+    raise ValueError(f"CEL rule {rule!r} did not give a boolean: {result!r}")
+
+
+def _models_with_paths(model: BaseModel, path: str) -> Iterator[tuple[str, BaseModel]]:
+    yield path, model
+    for name, field in type(model).model_fields.items():
+        wire_name = field.alias or name
+        child_path = f"{path}.{wire_name}" if path else wire_name
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            yield from _models_with_paths(value, child_path)
+        elif isinstance(value, list):
+            for index, item in enumerate(value):
+                if isinstance(item, BaseModel):
+                    yield from _models_with_paths(item, f"{child_path}[{index}]")
+
+
+def cel_problems(job: FineTuneJob, old_job: Optional[FineTuneJob] = None) -> list[Problem]:
+    """Evaluate every CEL rule; transition rules (oldSelf) only when the old job is given."""
+    old_models = dict(_models_with_paths(old_job, "")) if old_job is not None else {}
+    problems = []
+    for path, model in _models_with_paths(job, ""):
+        for rule in cel_rules_of(type(model)):
+            transition = "oldSelf" in rule["rule"]
+            old_model = old_models.get(path)
+            if transition and old_model is None:
+                continue
+            value = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+            old_value = old_model.model_dump(mode="json", by_alias=True, exclude_none=True) if transition else None
+            if not evaluate_rule(rule["rule"], value, old_value):
+                problems.append(Problem(path + rule.get("fieldPath", ""), rule["message"]))
+    return problems
+
+
+def training_problems(job: FineTuneJob) -> list[Problem]:
+    return [
+        Problem(f"spec.training.{key}", reason)
+        for key, reason in check_training_keys(job.spec.method, job.spec.training)
+    ]
+
+
+def parse_job(document: Any, old_document: Any = None) -> FineTuneJob:
+    """A validated FineTuneJob, or InvalidJob listing every problem by field path."""
+    if not isinstance(document, dict):
+        raise InvalidJob([Problem("", f"expected a FineTuneJob mapping, got {type(document).__name__}")])
+    body = {key: value for key, value in document.items() if key != "status"}
+    try:
+        job = FineTuneJob.model_validate(body)
+    except ValidationError as error:
+        raise InvalidJob(_pydantic_problems(error)) from None
+    old_job = None
+    if old_document is not None:
+        old_job = FineTuneJob.model_validate({k: v for k, v in old_document.items() if k != "status"})
+    problems = cel_problems(job, old_job) + training_problems(job)
+    if problems:
+        raise InvalidJob(problems)
+    return job

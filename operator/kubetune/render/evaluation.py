@@ -1,0 +1,84 @@
+"""The evaluation Job started after training succeeds."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import contract
+from ..api.models import FineTuneJob
+from . import pods
+from .naming import evaluation_job_name, labels, metadata
+from .sources import OutputLocation, ResolvedSource
+
+ROLE = "evaluator"
+
+
+def evaluation_job(
+    job: FineTuneJob,
+    settings: pods.RenderSettings,
+    output: OutputLocation,
+    sources: list[ResolvedSource],
+    config_hash: str,
+) -> dict[str, Any]:
+    name = job.metadata.name
+    evaluation = job.spec.evaluation.resources
+    training = job.spec.resources
+    gpus = evaluation.gpus if evaluation.gpus is not None else min(training.gpus_per_node, 1)
+    inputs = pods.input_volumes(sources)
+    container = pods.drop_empty(
+        {
+            "name": "evaluator",
+            "image": evaluation.image or settings.evaluator_image,
+            "imagePullPolicy": training.image_pull_policy or settings.image_pull_policy,
+            "command": ["python", "-m", "trainer_entrypoint", "evaluate"],
+            "env": pods.common_env(job) + list(training.env),
+            "envFrom": pods.env_from(job),
+            "resources": pods.container_resources(
+                evaluation.requests, evaluation.limits, training.gpu_resource_name, gpus
+            ),
+            "volumeMounts": pods.volume_mounts(output, inputs),
+            "securityContext": pods.container_security_context(),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    )
+    pod_spec = pods.drop_empty(
+        {
+            "restartPolicy": "Never",
+            "serviceAccountName": training.service_account_name,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": pods.pod_security_context(),
+            "containers": [container],
+            "volumes": pods.volumes(job, output, inputs, training.shm_size),
+            "nodeSelector": dict(evaluation.node_selector or training.node_selector),
+            "tolerations": list(evaluation.tolerations or training.tolerations)
+            + pods.gpu_tolerations(training.gpu_resource_name, gpus),
+            "priorityClassName": training.priority_class_name,
+            "schedulerName": training.scheduler_name,
+        }
+    )
+    return {
+        "apiVersion": "batch/v1",
+        "kind": "Job",
+        "metadata": metadata(job, evaluation_job_name(name), ROLE),
+        "spec": {
+            "backoffLimit": 2,
+            # A configuration or data error will not go away on retry.
+            "podFailurePolicy": {
+                "rules": [
+                    {
+                        "action": "FailJob",
+                        "onExitCodes": {
+                            "containerName": "evaluator",
+                            "operator": "In",
+                            "values": [contract.EXIT_PERMANENT],
+                        },
+                    }
+                ]
+            },
+            "template": {
+                "metadata": {"labels": labels(name, ROLE), "annotations": {"kubetune.io/config-hash": config_hash}},
+                "spec": pod_spec,
+            },
+        },
+    }

@@ -1,0 +1,132 @@
+"""Pod pieces shared by the workers and the evaluator: security, volumes, env, scheduling."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable
+
+from .. import contract
+from ..api.models import FineTuneJob
+from .naming import config_map_name
+from .sources import InputVolume, OutputLocation, ResolvedSource
+
+NON_ROOT_UID = 1000
+
+
+@dataclass(frozen=True)
+class RenderSettings:
+    """Operator-wide defaults (Helm values) that a job's spec may override."""
+
+    trainer_image: str = "ghcr.io/kubetune/trainer:0.1.0"
+    evaluator_image: str = "ghcr.io/kubetune/evaluator:0.1.0"
+    image_pull_policy: str = "IfNotPresent"
+
+
+def pod_security_context() -> dict[str, Any]:
+    # Pod Security Standard "restricted": non-root, RuntimeDefault seccomp.
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": NON_ROOT_UID,
+        "runAsGroup": NON_ROOT_UID,
+        "fsGroup": NON_ROOT_UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def container_security_context() -> dict[str, Any]:
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "capabilities": {"drop": ["ALL"]},
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
+
+
+def volumes(
+    job: FineTuneJob, output: OutputLocation, inputs: Iterable[InputVolume], shm_size: Any
+) -> list[dict[str, Any]]:
+    result = [
+        {"name": "config", "configMap": {"name": config_map_name(job.metadata.name)}},
+        {"name": "output", "persistentVolumeClaim": {"claimName": output.claim_name}},
+        {"name": "cache", "emptyDir": {}},
+        {"name": "tmp", "emptyDir": {}},
+        {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": shm_size}},
+    ]
+    result += [
+        {"name": v.volume_name, "persistentVolumeClaim": {"claimName": v.claim_name, "readOnly": True}}
+        for v in inputs
+        if v.claim_name != output.claim_name
+    ]
+    return result
+
+
+def volume_mounts(output: OutputLocation, inputs: Iterable[InputVolume]) -> list[dict[str, Any]]:
+    mounts = [
+        {"name": "config", "mountPath": contract.CONFIG_DIR, "readOnly": True},
+        {"name": "output", "mountPath": contract.OUTPUT_DIR},
+        {"name": "cache", "mountPath": contract.CACHE_DIR},
+        {"name": "tmp", "mountPath": contract.TMP_DIR},
+        {"name": "shm", "mountPath": contract.SHM_DIR},
+    ]
+    for volume in inputs:
+        # A job:// source on the job's own claim is read through the output mount.
+        name = "output" if volume.claim_name == output.claim_name else volume.volume_name
+        mounts.append({"name": name, "mountPath": volume.mount_path, "readOnly": True})
+    return mounts
+
+
+def input_volumes(sources: Iterable[ResolvedSource]) -> list[InputVolume]:
+    return sorted({s.volume for s in sources if s.volume}, key=lambda v: v.claim_name)
+
+
+def common_env(job: FineTuneJob) -> list[dict[str, Any]]:
+    env = [
+        {"name": contract.ENV_CONFIG, "value": f"{contract.CONFIG_DIR}/{contract.CONFIG_FILE}"},
+        {"name": "HOME", "value": contract.TMP_DIR},
+        {"name": "HF_HOME", "value": f"{contract.CACHE_DIR}/huggingface"},
+        {"name": "TORCH_EXTENSIONS_DIR", "value": f"{contract.CACHE_DIR}/torch_extensions"},
+        {"name": "TRITON_CACHE_DIR", "value": f"{contract.CACHE_DIR}/triton"},
+        {"name": "PYTHONUNBUFFERED", "value": "1"},
+        {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
+        {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
+    ]
+    credentials = job.spec.credentials
+    if credentials.hf_token:
+        env.append(
+            {
+                "name": "HF_TOKEN",
+                "valueFrom": {"secretKeyRef": {"name": credentials.hf_token.name, "key": credentials.hf_token.key}},
+            }
+        )
+    return env
+
+
+def env_from(job: FineTuneJob) -> list[dict[str, Any]]:
+    secret = job.spec.credentials.s3_secret_name
+    return [{"secretRef": {"name": secret}}] if secret else []
+
+
+def gpu_tolerations(gpu_resource_name: str, gpus: int) -> list[dict[str, Any]]:
+    # GPU node pools are commonly tainted with the device resource name.
+    if not gpus:
+        return []
+    return [{"key": gpu_resource_name, "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def container_resources(
+    requests: dict[str, Any], limits: dict[str, Any], gpu_resource_name: str, gpus: int
+) -> dict[str, Any]:
+    resources: dict[str, Any] = {}
+    limits = dict(limits)
+    if gpus:
+        limits[gpu_resource_name] = gpus
+    if requests:
+        resources["requests"] = dict(requests)
+    if limits:
+        resources["limits"] = limits
+    return resources
+
+
+def drop_empty(mapping: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if value not in (None, [], {})}

@@ -1,0 +1,141 @@
+"""The worker StatefulSet, its headless Service, and the torchrun rendezvous env."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .. import contract
+from ..api.models import FineTuneJob
+from . import pods
+from .naming import (
+    POD_INDEX_LABEL,
+    labels,
+    metadata,
+    selector_labels,
+    worker_host,
+    worker_service_name,
+    worker_set_name,
+)
+from .sources import OutputLocation, ResolvedSource
+
+ROLE = "worker"
+PORTS = [
+    {"name": "master", "containerPort": contract.MASTER_PORT, "protocol": "TCP"},
+    {"name": "rendezvous", "containerPort": contract.RENDEZVOUS_PORT, "protocol": "TCP"},
+    {"name": "metrics", "containerPort": contract.METRICS_PORT, "protocol": "TCP"},
+]
+
+
+def rendezvous_env(job: FineTuneJob) -> list[dict[str, Any]]:
+    """Kubeflow-compatible env: torchrun reads PET_* as its arguments, other launchers the rest."""
+    resources = job.spec.resources
+    name, namespace = job.metadata.name, job.metadata.namespace
+    master = worker_host(name, namespace, 0)
+    node_rank = {"valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{POD_INDEX_LABEL}']"}}}
+    elastic = resources.elastic
+    nnodes = f"{elastic.min_nodes}:{elastic.max_nodes}" if elastic else str(resources.nodes)
+    env = [
+        {"name": "PET_NNODES", "value": nnodes},
+        {"name": "PET_NPROC_PER_NODE", "value": str(resources.processes)},
+        {"name": "PET_NODE_RANK", **node_rank},
+        {"name": "PET_MASTER_ADDR", "value": master},
+        {"name": "PET_MASTER_PORT", "value": str(contract.MASTER_PORT)},
+    ]
+    if elastic:
+        env += [
+            {"name": "PET_RDZV_BACKEND", "value": "c10d"},
+            {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{contract.RENDEZVOUS_PORT}"},
+            {"name": "PET_RDZV_ID", "value": job.metadata.uid or name},
+            {"name": "PET_MAX_RESTARTS", "value": str(elastic.max_restarts)},
+        ]
+    env += [
+        {"name": "MASTER_ADDR", "value": master},
+        {"name": "MASTER_PORT", "value": str(contract.MASTER_PORT)},
+        {"name": "WORLD_SIZE", "value": str(resources.nodes * resources.processes)},
+        {"name": "NODE_RANK", **node_rank},
+        {"name": contract.ENV_METRICS_PORT, "value": str(contract.METRICS_PORT)},
+    ]
+    return env
+
+
+def worker_service(job: FineTuneJob) -> dict[str, Any]:
+    name = job.metadata.name
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": metadata(job, worker_service_name(name), ROLE),
+        "spec": {
+            "clusterIP": "None",
+            # Peers must resolve each other before any pod is Ready.
+            "publishNotReadyAddresses": True,
+            "selector": selector_labels(name, ROLE),
+            "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS],
+        },
+    }
+
+
+def worker_stateful_set(
+    job: FineTuneJob,
+    settings: pods.RenderSettings,
+    output: OutputLocation,
+    sources: list[ResolvedSource],
+    config_hash: str,
+) -> dict[str, Any]:
+    name = job.metadata.name
+    resources = job.spec.resources
+    inputs = pods.input_volumes(sources)
+    container = pods.drop_empty(
+        {
+            "name": "trainer",
+            "image": resources.image or settings.trainer_image,
+            "imagePullPolicy": resources.image_pull_policy or settings.image_pull_policy,
+            "command": ["python", "-m", "trainer_entrypoint", "train"],
+            "env": rendezvous_env(job) + pods.common_env(job) + list(resources.env),
+            "envFrom": pods.env_from(job),
+            "ports": PORTS,
+            "resources": pods.container_resources(
+                resources.requests, resources.limits, resources.gpu_resource_name, resources.gpus_per_node
+            ),
+            "volumeMounts": pods.volume_mounts(output, inputs),
+            "securityContext": pods.container_security_context(),
+            # Without a termination message file, the last log lines become the message.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    )
+    pod_spec = pods.drop_empty(
+        {
+            "restartPolicy": "Always",
+            "serviceAccountName": resources.service_account_name,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": pods.pod_security_context(),
+            "terminationGracePeriodSeconds": 60,
+            "containers": [container],
+            "volumes": pods.volumes(job, output, inputs, resources.shm_size),
+            "nodeSelector": dict(resources.node_selector),
+            "tolerations": list(resources.tolerations)
+            + pods.gpu_tolerations(resources.gpu_resource_name, resources.gpus_per_node),
+            "affinity": resources.affinity,
+            "priorityClassName": resources.priority_class_name,
+            "schedulerName": resources.scheduler_name,
+        }
+    )
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": metadata(job, worker_set_name(name), ROLE),
+        "spec": {
+            "serviceName": worker_service_name(name),
+            "replicas": 0 if job.spec.run_policy.suspend else resources.nodes,
+            "podManagementPolicy": "Parallel",
+            "selector": {"matchLabels": selector_labels(name, ROLE)},
+            "template": {
+                "metadata": {
+                    "labels": labels(name, ROLE),
+                    # A changed config rolls the workers.
+                    "annotations": {"kubetune.io/config-hash": config_hash},
+                },
+                "spec": pod_spec,
+            },
+        },
+    }
