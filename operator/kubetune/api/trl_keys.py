@@ -30,13 +30,10 @@ CONFIG_CLASSES = {
 # Keys kubetune sets itself; each points at the spec field that controls it.
 MANAGED_KEYS = {
     "output_dir": "spec.output",
-    "logging_dir": "spec.output",
-    "overwrite_output_dir": "spec.output",
     "deepspeed": "spec.distributed",
     "fsdp": "spec.distributed",
     "fsdp_config": "spec.distributed",
     "use_cpu": "spec.resources.gpusPerNode (CPU is used when it is 0)",
-    "no_cuda": "spec.resources.gpusPerNode (CPU is used when it is 0)",
     "local_rank": "the launcher",
     "resume_from_checkpoint": "kubetune (it resumes from the newest complete checkpoint)",
     "save_steps": "spec.checkpointing.everySteps",

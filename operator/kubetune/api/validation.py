@@ -113,7 +113,7 @@ def cel_problems(job: FineTuneJob, old_job: Optional[FineTuneJob] = None) -> lis
             value = model.model_dump(mode="json", by_alias=True, exclude_none=True)
             old_value = old_model.model_dump(mode="json", by_alias=True, exclude_none=True) if transition else None
             if not evaluate_rule(rule["rule"], value, old_value):
-                problems.append(Problem(path + rule.get("fieldPath", ""), rule["message"]))
+                problems.append(Problem((path + rule.get("fieldPath", "")).lstrip("."), rule["message"]))
     return problems
 
 

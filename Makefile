@@ -1,0 +1,43 @@
+# Set-up for a fresh machine. `make quickstart` and `make test` are the two commands a
+# newcomer needs; .ci/run calls `make test`.
+VENV ?= .venv
+PYTHON ?= python3
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+# Caches and temporary files of a test run stay inside the checkout.
+RUN_DIR ?= $(CURDIR)/.test-run
+
+.PHONY: quickstart test install crd trl-keys clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+
+# torch first, pinned: the CPU wheel on local disk, not a multi-GB CUDA download.
+$(VENV)/.installed: $(PY) pyproject.toml constraints.txt
+	$(PIP) install -q torch==2.13.0
+	$(PIP) install -q -c constraints.txt -e '.[trainer,operator,dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+quickstart: install
+	$(VENV)/bin/kubetune validate examples/quickstart.yaml
+	$(VENV)/bin/kubetune render examples/quickstart.yaml
+
+test: install
+	rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)/tmp
+	TMPDIR=$(RUN_DIR)/tmp HF_HOME=$(RUN_DIR)/hf HF_HUB_OFFLINE=1 \
+	TORCH_EXTENSIONS_DIR=$(RUN_DIR)/torch_extensions VLLM_CACHE_ROOT=$(RUN_DIR)/vllm \
+	TORCHINDUCTOR_CACHE_DIR=$(RUN_DIR)/inductor \
+	$(PY) -m pytest --basetemp=$(RUN_DIR)/pytest $(PYTEST_ARGS)
+
+# Regenerate the checked-in files derived from code.
+crd: install
+	$(VENV)/bin/kubetune crd > crds/kubetune.io_finetunejobs.yaml
+
+trl-keys: install
+	$(PY) -m kubetune.api.trl_keys --write
+
+clean:
+	rm -rf $(VENV) $(RUN_DIR)

@@ -1,0 +1,5 @@
+"""`python -m kubetune` is the `kubetune` command."""
+
+from .cli import main
+
+main()

@@ -1,0 +1,26 @@
+"""The checked-in TRL key table matches the installed TRL's config classes."""
+
+import trl
+
+from kubetune.api.trl_keys import CONFIG_CLASSES, MANAGED_KEYS, generate_table, load_table
+
+
+def test_table_matches_installed_trl():
+    assert load_table() == generate_table(), (
+        "kubetune/api/trl_keys.json is stale: run `python -m kubetune.api.trl_keys --write`"
+    )
+
+
+def test_table_covers_every_method_with_its_trl_config_class():
+    table = load_table()
+    assert table["trl_version"] == trl.__version__
+    for method, class_name in CONFIG_CLASSES.items():
+        fields = table["methods"][method]["fields"]
+        assert table["methods"][method]["class"] == class_name
+        assert {"learning_rate", "per_device_train_batch_size", "num_train_epochs"} <= set(fields)
+
+
+def test_managed_keys_are_real_trl_keys():
+    # A managed key that TRL no longer has would hide a rename.
+    every_field = set().union(*(m["fields"] for m in load_table()["methods"].values()))
+    assert set(MANAGED_KEYS) <= every_field, set(MANAGED_KEYS) - every_field

@@ -1,0 +1,215 @@
+"""`kubetune validate`: examples pass, a pasted TRL config passes, bad specs name their field."""
+
+import copy
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from click.testing import CliRunner
+
+from conftest import EXAMPLES, MINIMAL_JOB, REPO, with_spec
+from kubetune.api.validation import InvalidJob, parse_job
+from kubetune.cli import main
+
+# A TRL sft_config.yaml as TRL's docs write it (the `trl sft --config` file), pasted verbatim.
+TRL_SFT_CONFIG = """
+learning_rate: 2.0e-5
+num_train_epochs: 1
+per_device_train_batch_size: 2
+gradient_accumulation_steps: 8
+gradient_checkpointing: true
+packing: true
+max_length: 1024
+lr_scheduler_type: cosine_with_min_lr
+lr_scheduler_kwargs:
+  min_lr_rate: 0.1
+warmup_steps: 0.03
+logging_steps: 25
+eval_strategy: steps
+eval_steps: 100
+report_to: none
+seed: 42
+"""
+
+
+def run_cli(*args):
+    result = CliRunner().invoke(main, list(args))
+    # A traceback would surface as an exception other than the CLI's own exit.
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    assert "Traceback" not in result.output
+    return result
+
+
+def test_every_example_is_valid():
+    result = run_cli("validate", *map(str, EXAMPLES))
+    assert result.exit_code == 0, result.output
+    assert result.output.count("is valid") >= len(EXAMPLES)
+
+
+def test_console_script_validates_examples():
+    script = Path(sys.executable).parent / "kubetune"
+    completed = subprocess.run(
+        [str(script), "validate", *map(str, EXAMPLES)],
+        capture_output=True, text=True, cwd=REPO, timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+
+
+def test_trl_sft_config_is_accepted_verbatim():
+    training = yaml.safe_load(TRL_SFT_CONFIG)
+    job = parse_job(with_spec(method="sft", training=training))
+    assert job.spec.training == training
+
+
+def test_trl_numbers_written_as_strings_are_accepted():
+    # TRL's YAML loader passes values through argparse, so "2e-5" works there too.
+    parse_job(with_spec(training={"learning_rate": "2e-5"}))
+
+
+def test_unknown_trl_key_is_refused_by_name(tmp_path):
+    training = yaml.safe_load(TRL_SFT_CONFIG) | {"learning_rat": 1e-5}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(with_spec(training=training)))
+    result = run_cli("validate", str(path))
+    assert result.exit_code == 1
+    assert f"{path}: spec.training.learning_rat: not a field of SFTConfig" in result.output
+    assert "did you mean 'learning_rate'" in result.output
+
+
+def test_trl_keys_are_checked_against_the_chosen_method():
+    # `beta` belongs to DPOConfig, not SFTConfig.
+    parse_job(with_spec(method="dpo", training={"beta": 0.1}))
+    with pytest.raises(InvalidJob, match=r"spec.training.beta: not a field of SFTConfig"):
+        parse_job(with_spec(method="sft", training={"beta": 0.1}))
+
+
+def _set(path, value):
+    """A copy of the minimal job with the dotted path set to value (None deletes it)."""
+    job = copy.deepcopy(MINIMAL_JOB)
+    *parents, leaf = path.split(".")
+    node = job
+    for part in parents:
+        node = node.setdefault(part, {})
+    if value is None:
+        node.pop(leaf, None)
+    else:
+        node[leaf] = value
+    return job
+
+
+INVALID_SPECS = [
+    # (what is wrong, document, the field path the message must name, words of the reason)
+    ("unknown top-level spec field", _set("spec.modle", {"source": "hf://x/y"}), "spec.modle", "unknown field"),
+    ("missing model", _set("spec.model", None), "spec.model", "required"),
+    ("unknown method", _set("spec.method", "ppo"), "spec.method", "sft"),
+    ("unsupported source scheme", _set("spec.model.source", "http://example.com/m"), "spec.model.source", "hf://"),
+    ("unknown dataset format", _set("spec.dataset.format", "csv"), "spec.dataset.format", "messages"),
+    ("zero nodes", _set("spec.resources", {"nodes": 0}), "spec.resources.nodes", "greater than or equal to 1"),
+    ("negative GPUs", _set("spec.resources", {"gpusPerNode": -1}), "spec.resources.gpusPerNode", "greater than"),
+    ("bad memory quantity", _set("spec.resources", {"limits": {"memory": "lots"}}),
+     "spec.resources.limits.memory", "quantity"),
+    ("nodes outside the elastic range",
+     _set("spec.resources", {"nodes": 5, "elastic": {"minNodes": 1, "maxNodes": 4}}),
+     "spec.resources.nodes", "elastic.minNodes..elastic.maxNodes"),
+    ("elastic min above max", _set("spec.resources", {"nodes": 2, "elastic": {"minNodes": 3, "maxNodes": 2}}),
+     "spec.resources.elastic.minNodes", "must not exceed maxNodes"),
+    ("more processes than GPUs", _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 4}),
+     "spec.resources.processesPerNode", "cannot exceed gpusPerNode"),
+    ("offload with ddp", _set("spec.distributed", {"strategy": "ddp", "offload": "optimizer"}),
+     "spec.distributed.offload", "zero1, zero2, zero3 or fsdp"),
+    ("parameter offload with zero2", _set("spec.distributed", {"strategy": "zero2", "offload": "all"}),
+     "spec.distributed.offload", "zero3 or fsdp"),
+    ("unknown strategy", _set("spec.distributed", {"strategy": "zero4"}), "spec.distributed.strategy", "zero3"),
+    ("qlora on CPU", _set("spec.peft", {"method": "qlora"}), "spec.peft.method", "needs GPUs"),
+    ("grpo without rewards", _set("spec.method", "grpo"), "spec.rewards", "at least one"),
+    ("rewards on sft", _set("spec.rewards", [{"function": "accuracy_reward"}]), "spec.rewards", "only to methods"),
+    ("reward with function and model", _set("spec", {**MINIMAL_JOB["spec"], "method": "grpo",
+     "rewards": [{"function": "accuracy_reward", "model": "job://rm"}]}), "spec.rewards[0].function", "either"),
+    ("unknown metric", _set("spec.evaluation", {"metrics": ["bleu"]}), "spec.evaluation.metrics[0]", "unknown metric"),
+    ("pass@k beyond samples", _set("spec.evaluation", {"metrics": ["pass@10"], "sampling": {"n": 5}}),
+     "spec.evaluation.metrics", "sampling.n >= 10"),
+    ("top_p above 1", _set("spec.evaluation", {"sampling": {"topP": 1.5}}), "spec.evaluation.sampling.topP",
+     "less than or equal to 1"),
+    ("both output claim kinds", _set("spec.output", {"claimName": "models", "claimTemplate": {"size": "1Gi"}}),
+     "spec.output.claimName", "not both"),
+    ("negative backoff", _set("spec.runPolicy", {"backoffLimit": -1}), "spec.runPolicy.backoffLimit", "greater"),
+    ("zero deadline", _set("spec.runPolicy", {"activeDeadlineSeconds": 0}), "spec.runPolicy.activeDeadlineSeconds",
+     "greater"),
+    ("managed TRL key", _set("spec.training", {"output_dir": "/tmp/x"}), "spec.training.output_dir",
+     "use spec.output"),
+    ("TRL value of the wrong type", _set("spec.training", {"num_train_epochs": "many"}),
+     "spec.training.num_train_epochs", "expected number"),
+    ("TRL enum typo", _set("spec.training", {"lr_scheduler_type": "cosin"}), "spec.training.lr_scheduler_type",
+     "expected one of"),
+    ("secret in the spec", _set("spec.training", {"hub_token": "hf_abc"}), "spec.training.hub_token",
+     "spec.credentials.hfToken"),
+    ("name too long", _set("metadata.name", "a" * 46), "metadata.name", "at most 45"),
+    ("name with capitals", _set("metadata.name", "MyJob"), "metadata.name", "lowercase"),
+    ("own output as model", _set("spec.model.source", "job://demo"), "spec.model.source", "its own output"),
+    ("wrong kind", _set("kind", "PyTorchJob"), "kind", "FineTuneJob"),
+    ("wrong api version", _set("apiVersion", "kubeflow.org/v1"), "apiVersion", "kubetune.io/v1alpha1"),
+]
+
+
+@pytest.mark.parametrize("what,document,field,reason", INVALID_SPECS, ids=[s[0] for s in INVALID_SPECS])
+def test_invalid_spec_names_the_field(tmp_path, what, document, field, reason):
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(document))
+    result = run_cli("validate", str(path))
+    assert result.exit_code == 1, result.output
+    lines = [line for line in result.output.splitlines() if line.startswith(f"{path}: {field}: ")]
+    assert lines, f"no problem names {field}:\n{result.output}"
+    assert any(reason in line for line in lines), result.output
+
+
+def test_there_are_at_least_fifteen_distinct_invalid_specs():
+    assert len({field for _, _, field, _ in INVALID_SPECS}) >= 15
+
+
+def test_every_problem_is_reported_at_once(tmp_path):
+    document = _set("spec.resources", {"nodes": 0, "gpusPerNode": -1})
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(document))
+    output = run_cli("validate", str(path)).output
+    assert "spec.resources.nodes" in output and "spec.resources.gpusPerNode" in output
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        ("spec: [unclosed", "invalid YAML"),
+        ("", "no FineTuneJob"),
+        ("- just\n- a list\n", "expected a FineTuneJob mapping"),
+    ],
+)
+def test_unreadable_files_are_reported_not_raised(tmp_path, content, reason):
+    path = tmp_path / "job.yaml"
+    path.write_text(content)
+    result = run_cli("validate", str(path))
+    assert result.exit_code == 1
+    assert result.output.startswith(f"{path}: ") and reason in result.output
+
+
+def test_missing_file_is_named(tmp_path):
+    result = run_cli("validate", str(tmp_path / "nope.yaml"))
+    assert result.exit_code == 1
+    assert f"{tmp_path / 'nope.yaml'}: cannot read" in result.output
+
+
+def test_multi_document_files_name_the_document(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all([MINIMAL_JOB, _set("spec.method", "ppo")]))
+    result = run_cli("validate", str(path))
+    assert result.exit_code == 1
+    assert f"{path}[2]: spec.method:" in result.output
+    assert f"{path}[1]: demo is valid" in result.output
+
+
+def test_method_is_immutable_on_update():
+    old = with_spec(method="sft")
+    new = with_spec(method="dpo")
+    with pytest.raises(InvalidJob, match="spec.method: method is immutable"):
+        parse_job(new, old_document=old)
+    parse_job(old, old_document=old)
