@@ -24,38 +24,22 @@ def evaluation_job(
     evaluation = job.spec.evaluation.resources
     training = job.spec.resources
     gpus = evaluation.gpus if evaluation.gpus is not None else min(training.gpus_per_node, 1)
-    inputs = pods.input_volumes(sources)
-    container = pods.drop_empty(
-        {
-            "name": "evaluator",
-            "image": evaluation.image or settings.evaluator_image,
-            "imagePullPolicy": training.image_pull_policy or settings.image_pull_policy,
-            "command": ["python", "-m", "trainer_entrypoint", "evaluate"],
-            "env": pods.common_env(job) + list(training.env),
-            "envFrom": pods.env_from(job),
-            "resources": pods.container_resources(
-                evaluation.requests, evaluation.limits, training.gpu_resource_name, gpus
-            ),
-            "volumeMounts": pods.volume_mounts(output, inputs),
-            "securityContext": pods.container_security_context(),
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-    )
-    pod_spec = pods.drop_empty(
-        {
-            "restartPolicy": "Never",
-            "serviceAccountName": training.service_account_name,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": pods.pod_security_context(),
-            "containers": [container],
-            "volumes": pods.volumes(job, output, inputs, training.shm_size),
-            "nodeSelector": dict(evaluation.node_selector or training.node_selector),
-            "tolerations": list(evaluation.tolerations or training.tolerations)
-            + pods.gpu_tolerations(training.gpu_resource_name, gpus),
-            "priorityClassName": training.priority_class_name,
-            "schedulerName": training.scheduler_name,
-        }
+    container = {
+        "name": "evaluator",
+        "image": evaluation.image or settings.evaluator_image,
+        "imagePullPolicy": training.image_pull_policy or settings.image_pull_policy,
+        "command": ["python", "-m", "trainer_entrypoint", "evaluate"],
+        "resources": pods.container_resources(evaluation.requests, evaluation.limits, training.gpu_resource_name, gpus),
+    }
+    pod_spec = pods.pod_spec(
+        job,
+        output,
+        sources,
+        container=container,
+        restart_policy="Never",
+        node_selector=dict(evaluation.node_selector or training.node_selector),
+        tolerations=list(evaluation.tolerations or training.tolerations)
+        + pods.gpu_tolerations(training.gpu_resource_name, gpus),
     )
     return {
         "apiVersion": "batch/v1",

@@ -130,3 +130,46 @@ def container_resources(
 
 def drop_empty(mapping: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in mapping.items() if value not in (None, [], {})}
+
+
+def pod_spec(
+    job: FineTuneJob,
+    output: OutputLocation,
+    sources: Iterable[ResolvedSource],
+    *,
+    container: dict[str, Any],
+    restart_policy: str,
+    node_selector: dict[str, str],
+    tolerations: list[dict[str, Any]],
+    **pod_fields: Any,
+) -> dict[str, Any]:
+    """A restricted pod running one kubetune container with the job's volumes and secrets."""
+    resources = job.spec.resources
+    inputs = input_volumes(sources)
+    container = drop_empty(
+        {
+            **container,
+            "env": common_env(job) + container.get("env", []) + list(resources.env),
+            "envFrom": env_from(job),
+            "volumeMounts": volume_mounts(output, inputs),
+            "securityContext": container_security_context(),
+            # Without a termination message file, the last log lines become the message.
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+        }
+    )
+    return drop_empty(
+        {
+            "restartPolicy": restart_policy,
+            "serviceAccountName": resources.service_account_name,
+            "automountServiceAccountToken": False,
+            "enableServiceLinks": False,
+            "securityContext": pod_security_context(),
+            "containers": [container],
+            "volumes": volumes(job, output, inputs, resources.shm_size),
+            "nodeSelector": node_selector,
+            "tolerations": tolerations,
+            "priorityClassName": resources.priority_class_name,
+            "schedulerName": resources.scheduler_name,
+            **pod_fields,
+        }
+    )

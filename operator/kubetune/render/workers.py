@@ -83,42 +83,28 @@ def worker_stateful_set(
 ) -> dict[str, Any]:
     name = job.metadata.name
     resources = job.spec.resources
-    inputs = pods.input_volumes(sources)
-    container = pods.drop_empty(
-        {
-            "name": "trainer",
-            "image": resources.image or settings.trainer_image,
-            "imagePullPolicy": resources.image_pull_policy or settings.image_pull_policy,
-            "command": ["python", "-m", "trainer_entrypoint", "train"],
-            "env": rendezvous_env(job) + pods.common_env(job) + list(resources.env),
-            "envFrom": pods.env_from(job),
-            "ports": PORTS,
-            "resources": pods.container_resources(
-                resources.requests, resources.limits, resources.gpu_resource_name, resources.gpus_per_node
-            ),
-            "volumeMounts": pods.volume_mounts(output, inputs),
-            "securityContext": pods.container_security_context(),
-            # Without a termination message file, the last log lines become the message.
-            "terminationMessagePolicy": "FallbackToLogsOnError",
-        }
-    )
-    pod_spec = pods.drop_empty(
-        {
-            "restartPolicy": "Always",
-            "serviceAccountName": resources.service_account_name,
-            "automountServiceAccountToken": False,
-            "enableServiceLinks": False,
-            "securityContext": pods.pod_security_context(),
-            "terminationGracePeriodSeconds": 60,
-            "containers": [container],
-            "volumes": pods.volumes(job, output, inputs, resources.shm_size),
-            "nodeSelector": dict(resources.node_selector),
-            "tolerations": list(resources.tolerations)
-            + pods.gpu_tolerations(resources.gpu_resource_name, resources.gpus_per_node),
-            "affinity": resources.affinity,
-            "priorityClassName": resources.priority_class_name,
-            "schedulerName": resources.scheduler_name,
-        }
+    container = {
+        "name": "trainer",
+        "image": resources.image or settings.trainer_image,
+        "imagePullPolicy": resources.image_pull_policy or settings.image_pull_policy,
+        "command": ["python", "-m", "trainer_entrypoint", "train"],
+        "env": rendezvous_env(job),
+        "ports": PORTS,
+        "resources": pods.container_resources(
+            resources.requests, resources.limits, resources.gpu_resource_name, resources.gpus_per_node
+        ),
+    }
+    pod_spec = pods.pod_spec(
+        job,
+        output,
+        sources,
+        container=container,
+        restart_policy="Always",
+        node_selector=dict(resources.node_selector),
+        tolerations=list(resources.tolerations)
+        + pods.gpu_tolerations(resources.gpu_resource_name, resources.gpus_per_node),
+        affinity=resources.affinity,
+        terminationGracePeriodSeconds=60,
     )
     return {
         "apiVersion": "apps/v1",
