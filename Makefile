@@ -16,7 +16,7 @@ $(PY):
 # torch first, pinned: the CPU wheel on local disk, not a multi-GB CUDA download.
 $(VENV)/.installed: $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q torch==2.13.0
-	$(PIP) install -q -c constraints.txt -e '.[trainer,operator,dev]'
+	$(PIP) install -q -c constraints.txt -e '.[trainer,deepspeed,operator,dev]'
 	touch $@
 
 install: $(VENV)/.installed

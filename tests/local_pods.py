@@ -1,0 +1,75 @@
+"""Run rendered configs and pods on this machine: container paths mapped to folders of a run."""
+
+import copy
+import json
+from pathlib import Path
+
+from kubetune import contract
+from kubetune.api.validation import parse_job
+from kubetune.render import render_job
+
+
+def rendered_config(document, uid="uid-test"):
+    job = parse_job(document)
+    job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": uid})})
+    objects = render_job(job)
+    return objects, json.loads(objects.config_map["data"][contract.CONFIG_FILE])
+
+
+def map_paths(value, root: Path):
+    """Replace /output, /inputs and /etc/kubetune in every string of the config with run folders."""
+    mapping = {
+        contract.OUTPUT_DIR: str(root / "output"),
+        contract.INPUTS_DIR: str(root / "inputs"),
+        contract.CONFIG_DIR: str(root / "config"),
+    }
+    if isinstance(value, str):
+        for container_path, local in mapping.items():
+            if value == container_path or value.startswith(container_path + "/"):
+                return local + value[len(container_path):]
+        return value
+    if isinstance(value, list):
+        return [map_paths(v, root) for v in value]
+    if isinstance(value, dict):
+        return {k: map_paths(v, root) for k, v in value.items()}
+    return value
+
+
+def write_local_config(document, root: Path, uid="uid-test"):
+    """Render the job, write its ConfigMap files under root/config with local paths; the config."""
+    objects, config = rendered_config(document, uid)
+    (root / "config").mkdir(parents=True, exist_ok=True)
+    (root / "output").mkdir(parents=True, exist_ok=True)
+    for name, text in objects.config_map["data"].items():
+        data = map_paths(json.loads(text), root)
+        (root / "config" / name).write_text(json.dumps(data, indent=2))
+    return objects, json.loads((root / "config" / contract.CONFIG_FILE).read_text())
+
+
+def pod_env(objects, ordinal: int, root: Path, extra=None):
+    """The worker container's rendered env for one pod, as a local process gets it: the pod's
+    ordinal and name from the downward API, worker DNS names as 127.0.0.1, container paths as
+    run folders."""
+    stateful_set = objects.stateful_set
+    container = stateful_set["spec"]["template"]["spec"]["containers"][0]
+    pod_name = f"{stateful_set['metadata']['name']}-{ordinal}"
+    fields = {
+        "metadata.name": pod_name,
+        "metadata.namespace": stateful_set["metadata"]["namespace"],
+        "metadata.labels['apps.kubernetes.io/pod-index']": str(ordinal),
+    }
+    env = {}
+    for item in container["env"]:
+        if "value" in item:
+            value = item["value"]
+            host, _, port = value.partition(":")
+            if host.endswith(".svc"):
+                value = "127.0.0.1" + (f":{port}" if port else "")
+            env[item["name"]] = map_paths(value, root)
+        else:
+            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    for folder in ("tmp", "cache"):
+        (root / folder).mkdir(parents=True, exist_ok=True)
+    env["HOME"] = env["TMPDIR"] = str(root / "tmp")
+    env["HF_HOME"] = str(root / "cache" / "huggingface")
+    return {**env, **(extra or {})}

@@ -1,0 +1,31 @@
+"""python -m trainer_entrypoint {train | worker | build-tiny DIR}
+
+train       the worker pod's command: checks completion, then runs torchrun (one per pod)
+worker      one torchrun rank: trains, checkpoints, saves, records completion
+build-tiny  make builtin://tiny (model, tokenizer, data) and print where it is
+"""
+
+import sys
+
+
+def main(argv: list[str]) -> int:
+    command = argv[1] if len(argv) > 1 else ""
+    if command == "train":
+        from .launcher import main as launch
+
+        return launch()
+    if command == "worker":
+        from .worker import main as work
+
+        return work()
+    if command == "build-tiny":
+        from .builtin import tiny_dir
+
+        print(tiny_dir())
+        return 0
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

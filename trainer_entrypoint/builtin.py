@@ -1,0 +1,145 @@
+"""builtin://tiny: a tiny random-weight Llama, a locally trained tokenizer, and a small dataset
+in every format the methods read. Made on first use, deterministically, with no downloads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+BUILD_VERSION = "1"
+SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
+CHAT_TEMPLATE = (
+    "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
+    "{% if add_generation_prompt %}<|assistant|>{% endif %}"
+)
+# The format each method reads by default.
+FORMAT_FOR_METHOD = {
+    "sft": "messages",
+    "dpo": "preference",
+    "reward": "preference",
+    "kto": "unpaired_preference",
+    "grpo": "prompt_only",
+    "rloo": "prompt_only",
+}
+FORMATS = ["messages", "prompt_completion", "text", "preference", "unpaired_preference", "prompt_only", "prompt_answer"]
+SPLITS = {"train": 256, "test": 32}
+
+
+def builtin_root() -> Path:
+    default = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "kubetune-builtin"
+    return Path(os.environ.get("KUBETUNE_BUILTIN_DIR", default))
+
+
+def tiny_dir() -> Path:
+    """The built tiny model and data, made once; safe when several ranks ask at the same time."""
+    target = builtin_root() / f"tiny-v{BUILD_VERSION}"
+    if (target / "DONE").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix="tiny-", dir=target.parent))
+    try:
+        _build(staging)
+        (staging / "DONE").write_text("ok")
+        try:
+            os.rename(staging, target)
+        except OSError:
+            pass  # Another rank finished first; its copy is identical.
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _questions(count: int, seed: int) -> list[tuple[str, str, str]]:
+    """(question, right answer, wrong answer) about small sums."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(count):
+        a, b = rng.randint(0, 9), rng.randint(0, 9)
+        wrong = a + b + rng.choice([-2, -1, 1, 2])
+        rows.append((f"What is {a} plus {b}?", f"{a} plus {b} is {a + b}.", f"{a} plus {b} is {wrong}."))
+    return rows
+
+
+def _rows(fmt: str, question: str, right: str, wrong: str, index: int) -> list[dict[str, Any]]:
+    user = [{"role": "user", "content": question}]
+    if fmt == "messages":
+        return [{"messages": user + [{"role": "assistant", "content": right}]}]
+    if fmt == "prompt_completion":
+        return [{"prompt": user, "completion": [{"role": "assistant", "content": right}]}]
+    if fmt == "text":
+        return [{"text": f"Question: {question} Answer: {right}"}]
+    if fmt == "preference":
+        return [{"prompt": user, "chosen": [{"role": "assistant", "content": right}],
+                 "rejected": [{"role": "assistant", "content": wrong}]}]
+    if fmt == "unpaired_preference":
+        good = index % 2 == 0
+        return [{"prompt": user, "completion": [{"role": "assistant", "content": right if good else wrong}],
+                 "label": good}]
+    if fmt == "prompt_only":
+        return [{"prompt": user, "answer": right}]
+    if fmt == "prompt_answer":
+        return [{"prompt": question, "answer": right}]
+    raise ValueError(fmt)
+
+
+def _write_data(root: Path) -> list[str]:
+    texts = []
+    for split, count in SPLITS.items():
+        questions = _questions(count, seed=len(split))
+        texts += [f"{q} {r} {w}" for q, r, w in questions]
+        for fmt in FORMATS:
+            folder = root / "data" / fmt
+            folder.mkdir(parents=True, exist_ok=True)
+            with open(folder / f"{split}.jsonl", "w") as handle:
+                for index, row in enumerate(questions):
+                    for record in _rows(fmt, *row, index):
+                        handle.write(json.dumps(record) + "\n")
+    return texts
+
+
+def _build(root: Path) -> None:
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    import torch
+    from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+
+    texts = _write_data(root)
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
+    tokenizer.train_from_iterator(texts + ["Question: Answer:"], trainer)
+    fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|end|>", pad_token="<|pad|>",
+                                   chat_template=CHAT_TEMPLATE, model_max_length=512)
+    model_dir = root / "model"
+    fast.save_pretrained(model_dir)
+    config = LlamaConfig(
+        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, bos_token_id=None,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(config)
+    model.generation_config.eos_token_id = fast.eos_token_id
+    model.generation_config.pad_token_id = fast.pad_token_id
+    model.save_pretrained(model_dir)
+
+
+def tiny_model_dir() -> Path:
+    return tiny_dir() / "model"
+
+
+def tiny_data_dir(method: str, fmt: str) -> Path:
+    chosen = FORMAT_FOR_METHOD[method] if fmt == "auto" else fmt
+    if chosen not in FORMATS:
+        from .errors import PermanentError
+
+        raise PermanentError(f"builtin://tiny has no {chosen!r} data; it has {', '.join(FORMATS)}")
+    return tiny_dir() / "data" / chosen

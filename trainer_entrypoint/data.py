@@ -1,0 +1,174 @@
+"""Load a dataset split, recognise its format, and convert it to what the method's trainer reads.
+
+TRL's formats are recognised by their columns (conversational or standard): messages,
+prompt/completion, text, preference (prompt/chosen/rejected), unpaired preference
+(prompt/completion/label) and prompt-only. Common other inputs are converted: the
+{"prompt", "answer"} JSONL used by ReaL, APPS-style and HumanEval-style code datasets.
+A missing column is a permanent error naming the column and where the data came from.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional
+
+from .errors import PermanentError
+
+# Columns that identify each format, most specific first.
+FORMAT_COLUMNS = [
+    ("preference", {"prompt", "chosen", "rejected"}),
+    ("unpaired_preference", {"prompt", "completion", "label"}),
+    ("humaneval", {"prompt", "canonical_solution", "test", "entry_point"}),
+    ("apps", {"question", "solutions", "input_output"}),
+    ("messages", {"messages"}),
+    ("prompt_completion", {"prompt", "completion"}),
+    ("prompt_answer", {"prompt", "answer"}),
+    ("text", {"text"}),
+    ("prompt_only", {"prompt"}),
+]
+COLUMNS_OF = dict(FORMAT_COLUMNS)
+# What each method's trainer accepts.
+ACCEPTED = {
+    "sft": {"messages", "prompt_completion", "text"},
+    "dpo": {"preference"},
+    "reward": {"preference"},
+    "kto": {"unpaired_preference"},
+    "grpo": {"prompt_only"},
+    "rloo": {"prompt_only"},
+}
+DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
+
+
+def detect_format(columns: set[str]) -> Optional[str]:
+    for name, needed in FORMAT_COLUMNS:
+        if needed <= columns:
+            return name
+    return None
+
+
+def _as_messages(role: str, value: Any) -> list[dict[str, str]]:
+    return value if isinstance(value, list) else [{"role": role, "content": str(value)}]
+
+
+def _first_solution(solutions: Any) -> str:
+    parsed = json.loads(solutions) if isinstance(solutions, str) else solutions
+    return parsed[0] if parsed else ""
+
+
+CONVERSIONS = {
+    # (from format, to format): row -> row
+    ("prompt_answer", "prompt_completion"): lambda r: {
+        "prompt": _as_messages("user", r["prompt"]), "completion": _as_messages("assistant", r["answer"])},
+    ("prompt_answer", "prompt_only"): lambda r: {
+        "prompt": _as_messages("user", r["prompt"]), "answer": r["answer"], "solution": r["answer"]},
+    ("apps", "prompt_completion"): lambda r: {
+        "prompt": _as_messages("user", r["question"]),
+        "completion": _as_messages("assistant", _first_solution(r["solutions"]))},
+    ("apps", "prompt_only"): lambda r: {
+        "prompt": _as_messages("user", r["question"]), "input_output": r["input_output"]},
+    ("humaneval", "prompt_completion"): lambda r: {"prompt": r["prompt"], "completion": r["canonical_solution"]},
+    ("humaneval", "prompt_only"): lambda r: {"prompt": r["prompt"], "test": r["test"], "entry_point": r["entry_point"]},
+    ("prompt_completion", "prompt_only"): lambda r: {"prompt": r["prompt"]},
+    ("messages", "prompt_only"): lambda r: {"prompt": r["messages"][:-1] or r["messages"]},
+}
+
+
+def prepare(dataset, method: str, declared_format: str, where: str):
+    """The dataset converted to a format the method accepts, or a PermanentError naming columns."""
+    columns = set(dataset.column_names)
+    fmt = detect_format(columns) if declared_format == "auto" else declared_format
+    if declared_format != "auto":
+        missing = COLUMNS_OF[declared_format] - columns
+        if missing:
+            raise PermanentError(
+                f"dataset {where}: format {declared_format} needs column(s) {', '.join(sorted(missing))}; "
+                f"found {', '.join(sorted(columns)) or 'none'}"
+            )
+    accepted = ACCEPTED[method]
+    if fmt in accepted:
+        return dataset
+    if fmt == "preference" and method == "kto":
+        from trl.data_utils import unpair_preference_dataset
+
+        return unpair_preference_dataset(dataset)
+    for target in sorted(accepted):
+        convert = CONVERSIONS.get((fmt, target))
+        if convert:
+            return dataset.map(convert, remove_columns=dataset.column_names)
+    needed = " or ".join(f"({', '.join(sorted(COLUMNS_OF[f]))})" for f in sorted(accepted))
+    missing = sorted(set().union(*(COLUMNS_OF[f] for f in accepted)) - columns)
+    raise PermanentError(
+        f"dataset {where}: method {method} needs columns {needed}; missing column(s) {', '.join(missing)}; "
+        f"found {', '.join(sorted(columns)) or 'none'}"
+    )
+
+
+def data_files(folder: Path, split: str) -> list[Path]:
+    """Files of one split in a folder: <split>.jsonl, <split>-00000-of-00001.parquet, data/<split>-*."""
+    found = []
+    for base in (folder, folder / "data"):
+        if base.is_dir():
+            found += [p for p in sorted(base.iterdir())
+                      if p.suffix in DATA_SUFFIXES and (p.stem == split or p.stem.startswith(f"{split}-"))]
+    return found
+
+
+def load_split(location: dict[str, Any], source: str, split: str, name: Optional[str], method: str, fmt: str):
+    """(dataset, where) for one split; `where` names the file or source in errors."""
+    import datasets
+
+    kind = location["kind"]
+    if kind == "hf":
+        try:
+            return datasets.load_dataset(location["repo"], name, split=split), f"{source} (split {split})"
+        except (FileNotFoundError, ValueError) as error:
+            raise PermanentError(f"dataset {source} (split {split}): {error}") from None
+    if kind == "builtin":
+        from .builtin import tiny_data_dir
+
+        path = tiny_data_dir(method, fmt)
+    elif kind == "s3":
+        from .sources import download_s3
+
+        path = Path(download_s3(location["uri"]))
+    else:
+        path = Path(location["path"])
+    return _load_local(path, source, split)
+
+
+def _load_local(path: Path, source: str, split: str):
+    import datasets
+
+    if not path.exists():
+        raise PermanentError(f"dataset {source}: {path} does not exist")
+    if path.is_file():
+        files = [path]
+    elif (path / "dataset_dict.json").exists() or (path / "state.json").exists():
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise PermanentError(f"dataset {path}: no split {split!r} (has {', '.join(loaded)})")
+            loaded = loaded[split]
+        return loaded, str(path)
+    else:
+        files = data_files(path, split)
+    if not files:
+        raise PermanentError(f"dataset {path}: no data files for split {split!r} (expected {split}.jsonl, "
+                             f"{split}.parquet, {split}-*.parquet or data/{split}-*)")
+    builder = DATA_SUFFIXES.get(files[0].suffix)
+    if builder is None:
+        raise PermanentError(f"dataset {files[0]}: unsupported file type (use .jsonl, .json, .parquet or .csv)")
+    where = str(files[0]) if len(files) == 1 else f"{path} ({len(files)} files of split {split})"
+    try:
+        dataset = datasets.load_dataset(builder, data_files=[str(f) for f in files], split="train")
+    except Exception as error:  # datasets raises many types for unreadable files
+        raise PermanentError(f"dataset {where}: cannot read: {' '.join(str(error).split())[:300]}") from None
+    return dataset, where
+
+
+def load_for_method(spec: dict[str, Any], method: str, split: str):
+    dataset, where = load_split(spec["location"], spec["source"], split, spec.get("name"), method, spec["format"])
+    if spec.get("maxSamples"):
+        dataset = dataset.select(range(min(spec["maxSamples"], len(dataset))))
+    return prepare(dataset, method, spec["format"], where)

@@ -1,0 +1,51 @@
+"""`python -m trainer_entrypoint train`: the worker pod's main process.
+
+It refuses to train twice (a StatefulSet restarts pods even after success), starts torchrun
+with the PET_* rendezvous env the pod was given, and turns a rank's permanent error into the
+pod's exit code and termination message.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+from kubetune import contract
+
+from .checkpoints import completed_by
+from .config import load_config
+from .errors import PERMANENT_MARKER_ENV, PermanentError, record_permanent_error, write_termination_message
+
+
+def torchrun_command() -> list[str]:
+    # torchrun takes --nnodes, --node-rank, --master-addr ... from PET_* in the env.
+    return [sys.executable, "-m", "torch.distributed.run", "--module", "trainer_entrypoint", "worker"]
+
+
+def main() -> int:
+    try:
+        config = load_config()
+    except PermanentError as error:
+        return record_permanent_error(error)
+    record = completed_by(Path(config["output"]["completionRecord"]), config["job"].get("uid"))
+    if record:
+        print(f"kubetune: {config['job']['name']} already finished training at step {record['globalStep']}; "
+              "not training again", flush=True)
+        return contract.EXIT_SUCCESS
+    with tempfile.TemporaryDirectory(prefix="kubetune-launch-") as scratch:
+        marker = Path(scratch) / "permanent-error"
+        child = subprocess.Popen(torchrun_command(), env={**os.environ, PERMANENT_MARKER_ENV: str(marker)})
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda number, _frame: child.send_signal(number))
+        code = child.wait()
+        if marker.exists():
+            write_termination_message(marker.read_text())
+            return contract.EXIT_PERMANENT
+    if code == 0:
+        return contract.EXIT_SUCCESS
+    print(f"kubetune: torchrun exited with {code}; the pod will be restarted and resume", flush=True)
+    return code if code > 0 else 128 - code

@@ -1,0 +1,43 @@
+"""Reward functions for GRPO and RLOO: TRL's built-ins by name, kubetune's own, or a reward model."""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from .errors import PermanentError
+from .sources import model_reference
+
+
+def _text(completion: Any) -> str:
+    return completion[-1]["content"] if isinstance(completion, list) else str(completion)
+
+
+def answer_match(completions: list[Any], answer: list[str], **_: Any) -> list[float]:
+    """1.0 where the completion contains the row's `answer` column, else 0.0."""
+    return [1.0 if str(expected).strip() in _text(c) else 0.0 for c, expected in zip(completions, answer)]
+
+
+KUBETUNE_REWARDS: dict[str, Callable[..., list[float]]] = {"answer_match": answer_match}
+
+
+def reward_function(name: str) -> Callable[..., list[float]]:
+    if name in KUBETUNE_REWARDS:
+        return KUBETUNE_REWARDS[name]
+    import trl.rewards
+
+    function = getattr(trl.rewards, name, None)
+    if not callable(function) or name.startswith("get_"):
+        known = sorted(set(KUBETUNE_REWARDS) | {n for n in trl.rewards.__all__ if not n.startswith("get_")})
+        raise PermanentError(f"spec.rewards: unknown reward function {name!r}; known: {', '.join(known)}")
+    return function
+
+
+def reward_funcs(rewards: list[dict[str, Any]]) -> tuple[list[Any], list[float]]:
+    """(reward_funcs for the TRL trainer, their weights)."""
+    functions: list[Any] = []
+    for index, reward in enumerate(rewards):
+        if reward.get("function"):
+            functions.append(reward_function(reward["function"]))
+        else:
+            functions.append(model_reference(reward["location"], f"spec.rewards[{index}].model"))
+    return functions, [float(reward.get("weight", 1.0)) for reward in rewards]

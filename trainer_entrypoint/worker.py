@@ -1,0 +1,106 @@
+"""One training process (a torchrun rank): train, resume, save, record completion."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any, Optional
+
+from kubetune import contract
+
+from .checkpoints import discard_incomplete, newest_complete_checkpoint, write_completion
+from .errors import PermanentError, record_permanent_error
+
+WEIGHT_DIGEST_ENV = "KUBETUNE_WEIGHT_DIGEST_DIR"
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def start_progress(config: dict[str, Any]):
+    """Rank 0 serves progress; a busy port costs the metrics, never the training run."""
+    from .progress import Progress, ProgressCallback, serve
+
+    progress = Progress(config["job"]["name"], config["job"]["namespace"])
+    port = int(os.environ.get(contract.ENV_METRICS_PORT, contract.METRICS_PORT))
+    server = None
+    try:
+        server = serve(progress, port)
+        print(f"kubetune: progress on :{server.server_address[1]}/progress and /metrics", flush=True)
+    except OSError as error:
+        print(f"kubetune: cannot serve progress on port {port}: {error}", flush=True)
+    return progress, ProgressCallback(progress), server
+
+
+def weights_digest(trainer) -> str:
+    """SHA-256 of every full parameter (gathered under ZeRO-3): equal on every rank of a healthy run."""
+    model = trainer.accelerator.unwrap_model(trainer.model)
+    parameters = sorted(model.named_parameters(), key=lambda item: item[0])
+    gather = nullcontext()
+    if trainer.is_deepspeed_enabled and trainer.accelerator.state.deepspeed_plugin.zero_stage == 3:
+        import deepspeed
+
+        gather = deepspeed.zero.GatheredParameters([p for _, p in parameters], modifier_rank=None)
+    digest = hashlib.sha256()
+    with gather:
+        for name, parameter in parameters:
+            digest.update(name.encode())
+            digest.update(parameter.detach().float().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def train(config: dict[str, Any], progress_server: bool = True) -> dict[str, Any]:
+    """Train to the end (resuming if a checkpoint exists) and save; returns a short summary."""
+    from .methods import build_trainer
+
+    output = config["output"]
+    checkpoint_dir = Path(output["checkpoints"])
+    if rank() == 0:
+        for path in discard_incomplete(checkpoint_dir):
+            print(f"kubetune: removed incomplete checkpoint {path.name}", flush=True)
+    resume_from: Optional[Path] = newest_complete_checkpoint(checkpoint_dir)
+    callbacks, progress, server = [], None, None
+    if rank() == 0 and progress_server:
+        progress, callback, server = start_progress(config)
+        callbacks.append(callback)
+    try:
+        trainer = build_trainer(config, callbacks)
+        if resume_from:
+            print(f"kubetune: resuming from {resume_from.name}", flush=True)
+        result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+        # Every rank takes part: ZeRO-3 gathers the consolidated weights here.
+        trainer.save_model(output["model"])
+        if os.environ.get(WEIGHT_DIGEST_ENV):
+            digest_file = Path(os.environ[WEIGHT_DIGEST_ENV]) / f"rank-{rank()}.json"
+            digest_file.write_text(json.dumps({"rank": rank(), "sha256": weights_digest(trainer)}))
+        trainer.accelerator.wait_for_everyone()
+        summary = {"rank": rank(), "worldSize": trainer.args.world_size,
+                   "globalStep": trainer.state.global_step, "trainLoss": result.training_loss,
+                   "resumedFrom": resume_from.name if resume_from else None}
+        if rank() == 0:
+            trainer.processing_class.save_pretrained(output["model"])
+            write_completion(Path(output["completionRecord"]), config["job"].get("uid"),
+                             trainer.state.global_step, output["model"], result.training_loss)
+            if progress:
+                progress.update(phase="succeeded")
+        return summary
+    finally:
+        if server:
+            server.shutdown()
+            server.server_close()
+
+
+def main(config_file: Optional[str] = None) -> int:
+    from .config import load_config
+
+    try:
+        config = load_config(Path(config_file) if config_file else None)
+        summary = train(config)
+    except PermanentError as error:
+        return record_permanent_error(error)
+    print(f"kubetune: training finished: {json.dumps(summary)}", flush=True)
+    return contract.EXIT_SUCCESS
