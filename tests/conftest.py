@@ -32,3 +32,16 @@ def with_spec(**spec_fields):
     job = copy.deepcopy(MINIMAL_JOB)
     job["spec"].update(spec_fields)
     return job
+
+
+@pytest.fixture(scope="session", autouse=True)
+def builtin_tiny(tmp_path_factory):
+    """builtin://tiny is built once per test session; every process the tests start reuses it."""
+    import os
+
+    os.environ["KUBETUNE_BUILTIN_DIR"] = str(tmp_path_factory.mktemp("builtin"))
+    # Two CPU cores: one thread per training process, or they fight over the cores.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    from trainer_entrypoint.builtin import tiny_dir
+
+    return tiny_dir()

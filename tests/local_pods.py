@@ -48,8 +48,8 @@ def write_local_config(document, root: Path, uid="uid-test"):
 
 def pod_env(objects, ordinal: int, root: Path, extra=None):
     """The worker container's rendered env for one pod, as a local process gets it: the pod's
-    ordinal and name from the downward API, worker DNS names as 127.0.0.1, container paths as
-    run folders."""
+    ordinal and name from the downward API, worker DNS names as 127.0.0.1, the job's volumes as
+    folders of root (shared by its pods, as a PVC is), /tmp and /cache per pod."""
     stateful_set = objects.stateful_set
     container = stateful_set["spec"]["template"]["spec"]["containers"][0]
     pod_name = f"{stateful_set['metadata']['name']}-{ordinal}"
@@ -68,8 +68,70 @@ def pod_env(objects, ordinal: int, root: Path, extra=None):
             env[item["name"]] = map_paths(value, root)
         else:
             env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    pod_root = root / f"pod-{ordinal}"
     for folder in ("tmp", "cache"):
-        (root / folder).mkdir(parents=True, exist_ok=True)
-    env["HOME"] = env["TMPDIR"] = str(root / "tmp")
-    env["HF_HOME"] = str(root / "cache" / "huggingface")
+        (pod_root / folder).mkdir(parents=True, exist_ok=True)
+    env["HOME"] = env["TMPDIR"] = str(pod_root / "tmp")
+    env = {name: value.replace(contract.CACHE_DIR, str(pod_root / "cache"), 1)
+           if value.startswith(contract.CACHE_DIR + "/") else value for name, value in env.items()}
     return {**env, **(extra or {})}
+
+
+def start_pod(objects, ordinal: int, root: Path, log_name: str, extra=None):
+    """Start one worker pod's container command as a local process (in its own session)."""
+    import os
+    import subprocess
+
+    container = objects.stateful_set["spec"]["template"]["spec"]["containers"][0]
+    inherited = {k: v for k, v in os.environ.items() if not k.startswith(("PET_", "KUBETUNE_CONFIG"))}
+    env = {**inherited, **pod_env(objects, ordinal, root, extra)}
+    # Compiled DeepSpeed ops are shared by the pods of a test run, as a node's cache would be.
+    if "TORCH_EXTENSIONS_DIR" in inherited:
+        env["TORCH_EXTENSIONS_DIR"] = inherited["TORCH_EXTENSIONS_DIR"]
+    env["KUBETUNE_TERMINATION_LOG"] = str(root / f"pod-{ordinal}" / "termination-log")
+    log = open(root / log_name, "w")
+    command = [env_python()] + container["command"][1:] if container["command"][0] == "python" else container["command"]
+    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def env_python():
+    import sys
+
+    return sys.executable
+
+
+
+def wait_all(processes, timeout):
+    """Exit codes; every process still running at the timeout is killed (a lone rank waits forever)."""
+    import subprocess
+    import time
+
+    deadline = time.monotonic() + timeout
+    codes = []
+    try:
+        for process in processes:
+            codes.append(process.wait(timeout=max(deadline - time.monotonic(), 1)))
+    except subprocess.TimeoutExpired:
+        for process in processes:
+            kill_pod(process)
+        raise
+    return codes
+
+
+def kill_pod(process):
+    """SIGKILL a pod's whole process tree, as the kubelet does by killing the container's cgroup.
+
+    torchrun starts its workers in sessions of their own, so killing the process group of the
+    pod's main process would leave them training."""
+    import psutil
+
+    try:
+        tree = psutil.Process(process.pid).children(recursive=True)
+    except psutil.NoSuchProcess:
+        tree = []
+    for member in [process] + tree:
+        try:
+            member.kill()
+        except (psutil.NoSuchProcess, ProcessLookupError):
+            pass
+    process.wait()

@@ -21,8 +21,13 @@ from .config import load_config
 from .errors import PERMANENT_MARKER_ENV, PermanentError, record_permanent_error, write_termination_message
 
 
-def torchrun_command() -> list[str]:
-    # torchrun takes --nnodes, --node-rank, --master-addr ... from PET_* in the env.
+def worker_command(config: dict) -> list[str]:
+    """torchrun, which takes --nnodes, --node-rank, --master-addr ... from PET_* in the env; or,
+    for one process on one node without DeepSpeed, the worker alone: a one-rank process group
+    only adds a DDP wrapper and its all-reduce to every step."""
+    single = os.environ.get("PET_NNODES", "1") == "1" and os.environ.get("PET_NPROC_PER_NODE", "1") == "1"
+    if single and not config["training"].get("deepspeed"):
+        return [sys.executable, "-m", "trainer_entrypoint", "worker"]
     return [sys.executable, "-m", "torch.distributed.run", "--module", "trainer_entrypoint", "worker"]
 
 
@@ -38,7 +43,7 @@ def main() -> int:
         return contract.EXIT_SUCCESS
     with tempfile.TemporaryDirectory(prefix="kubetune-launch-") as scratch:
         marker = Path(scratch) / "permanent-error"
-        child = subprocess.Popen(torchrun_command(), env={**os.environ, PERMANENT_MARKER_ENV: str(marker)})
+        child = subprocess.Popen(worker_command(config), env={**os.environ, PERMANENT_MARKER_ENV: str(marker)})
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda number, _frame: child.send_signal(number))
         code = child.wait()
@@ -47,5 +52,5 @@ def main() -> int:
             return contract.EXIT_PERMANENT
     if code == 0:
         return contract.EXIT_SUCCESS
-    print(f"kubetune: torchrun exited with {code}; the pod will be restarted and resume", flush=True)
+    print(f"kubetune: training exited with {code}; the pod will be restarted and resume", flush=True)
     return code if code > 0 else 128 - code

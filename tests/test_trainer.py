@@ -1,0 +1,200 @@
+"""The trainer entrypoint: every TRL method trains for real on the CPU with builtin://tiny."""
+
+import json
+import math
+import os
+import time
+import urllib.request
+
+import pytest
+import torch
+
+from conftest import with_spec
+from local_pods import kill_pod, start_pod, wait_all, write_local_config
+from trainer_entrypoint.worker import train
+
+SMALL = {"max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
+ONLINE = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
+          "max_completion_length": 8, "logging_steps": 1}
+METHODS = {
+    "sft": {"training": SMALL},
+    "dpo": {"training": SMALL},
+    "kto": {"training": SMALL},
+    "reward": {"training": SMALL},
+    "grpo": {"training": ONLINE, "rewards": [{"function": "answer_match"}, {"function": "think_format_reward"}]},
+    "rloo": {"training": ONLINE, "rewards": [{"function": "answer_match"}]},
+}
+
+
+def load_saved(model_dir, method):
+    from transformers import AutoModelForCausalLM, AutoModelForSequenceClassification
+
+    model_class = AutoModelForSequenceClassification if method == "reward" else AutoModelForCausalLM
+    return model_class.from_pretrained(model_dir)
+
+
+@pytest.mark.parametrize("method", sorted(METHODS))
+def test_each_method_trains_and_saves_a_loadable_model(method, tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBETUNE_METRICS_PORT", "0")
+    _, config = write_local_config(with_spec(method=method, **METHODS[method]), tmp_path, uid=f"uid-{method}")
+    summary = train(config)
+
+    assert summary["globalStep"] == METHODS[method]["training"]["max_steps"]
+    assert math.isfinite(summary["trainLoss"])
+    model = load_saved(config["output"]["model"], method)
+    assert sum(p.numel() for p in model.parameters()) > 0
+    record = json.loads(open(config["output"]["completionRecord"]).read())
+    assert record["uid"] == f"uid-{method}" and record["globalStep"] == summary["globalStep"]
+
+
+def test_lora_adapter_is_saved_and_loads_with_transformers(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBETUNE_METRICS_PORT", "0")
+    document = with_spec(method="sft", training=SMALL, peft={"r": 4, "alpha": 8})
+    _, config = write_local_config(document, tmp_path)
+    train(config)
+    model_dir = config["output"]["model"]
+    assert os.path.exists(os.path.join(model_dir, "adapter_config.json"))
+    model = load_saved(model_dir, "sft")
+    assert any("lora" in name for name, _ in model.named_parameters())
+
+
+def digest_of_saved_model(model_dir):
+    """The same digest the ranks compute, over the saved (consolidated) weights."""
+    import hashlib
+
+    model = load_saved(model_dir, "sft")
+    digest = hashlib.sha256()
+    for name, parameter in sorted(model.named_parameters(), key=lambda item: item[0]):
+        digest.update(name.encode())
+        digest.update(parameter.detach().float().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("strategy", ["ddp", "zero2", "zero3"])
+def test_rendered_env_forms_a_real_two_node_group(strategy, tmp_path):
+    """Two pods' processes, started with exactly the env rendering gives each (ordinal and
+    127.0.0.1 substituted), form one gloo group and end with identical weights."""
+    document = with_spec(training={**SMALL, "max_steps": 4}, resources={"nodes": 2},
+                         distributed={"strategy": strategy}, checkpointing={"everySteps": 2})
+    objects, config = write_local_config(document, tmp_path)
+    digests = tmp_path / "digests"
+    digests.mkdir()
+    extra = {"KUBETUNE_WEIGHT_DIGEST_DIR": str(digests)}
+    pods = [start_pod(objects, ordinal, tmp_path, f"pod-{ordinal}.log", extra) for ordinal in range(2)]
+    codes = wait_all(pods, timeout=480)
+    logs = [(tmp_path / f"pod-{ordinal}.log").read_text() for ordinal in range(2)]
+    assert codes == [0, 0], logs[0][-3000:]
+
+    summaries = [json.loads(log.split("kubetune: training finished: ")[1].splitlines()[0]) for log in logs]
+    assert sorted(s["rank"] for s in summaries) == [0, 1]
+    assert all(s["worldSize"] == 2 and s["globalStep"] == 4 for s in summaries)
+    rank_digests = {json.loads(f.read_text())["sha256"] for f in digests.iterdir()}
+    assert len(list(digests.iterdir())) == 2 and len(rank_digests) == 1
+    # The saved model is the full model, consolidated from the shards under ZeRO-3.
+    assert digest_of_saved_model(config["output"]["model"]) == rank_digests.pop()
+
+
+def checkpoint_names(config):
+    folder = config["output"]["checkpoints"]
+    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+
+
+def test_killed_worker_resumes_from_its_last_complete_checkpoint(tmp_path):
+    from trainer_entrypoint.checkpoints import is_complete, newest_complete_checkpoint
+    from pathlib import Path
+
+    steps = 150
+    document = with_spec(training={**SMALL, "max_steps": steps, "logging_steps": 10},
+                         checkpointing={"everySteps": 10, "keep": 3})
+    objects, config = write_local_config(document, tmp_path)
+    checkpoints = Path(config["output"]["checkpoints"])
+    first = start_pod(objects, 0, tmp_path, "first.log")
+    deadline = time.monotonic() + 240
+    while newest_complete_checkpoint(checkpoints) is None and first.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert first.poll() is None, "training ended before a checkpoint could be interrupted"
+    kill_pod(first)
+    resumed_at = newest_complete_checkpoint(checkpoints)
+    assert resumed_at is not None and int(resumed_at.name.split("-")[1]) < steps
+    # A save the kill cut short, newer than every complete one, must be skipped.
+    torn = checkpoints / f"checkpoint-{steps + 10}"
+    torn.mkdir()
+    (torn / "model.safetensors").write_bytes(b"partial")
+    assert not is_complete(torn)
+
+    second = start_pod(objects, 0, tmp_path, "second.log")
+    assert wait_all([second], timeout=300) == [0]
+    log = (tmp_path / "second.log").read_text()
+    resumed_from = log.split("kubetune: resuming from ")[1].split()[0]
+    assert resumed_from == resumed_at.name
+    assert "removed incomplete checkpoint" in log and not torn.exists()
+    record = json.loads(Path(config["output"]["completionRecord"]).read_text())
+    assert record["globalStep"] == steps
+    state = json.loads((checkpoints / f"checkpoint-{steps}" / "trainer_state.json").read_text())
+    assert state["global_step"] == steps
+
+
+def test_a_restart_after_success_exits_at_once_without_training(tmp_path):
+    objects, config = write_local_config(with_spec(training=SMALL), tmp_path)
+    assert wait_all([start_pod(objects, 0, tmp_path, "first.log")], timeout=300) == [0]
+    started = time.monotonic()
+    assert wait_all([start_pod(objects, 0, tmp_path, "again.log")], timeout=60) == [0]
+    elapsed = time.monotonic() - started
+    log = (tmp_path / "again.log").read_text()
+    assert "already finished training at step 3" in log
+    assert "torch.distributed" not in log and "resuming" not in log
+    assert elapsed < 20
+
+
+def test_wrong_dataset_columns_fail_permanently_naming_column_and_file(tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "train.jsonl").write_text(json.dumps({"question": "q", "reply": "a"}) + "\n")
+    document = with_spec(method="dpo", dataset={"source": str(data)}, training=SMALL)
+    objects, config = write_local_config(document, tmp_path)
+    started = time.monotonic()
+    assert wait_all([start_pod(objects, 0, tmp_path, "pod.log")], timeout=300) == [3]
+    message = (tmp_path / "pod-0" / "termination-log").read_text()
+    assert "chosen" in message and "rejected" in message and str(data / "train.jsonl") in message
+    assert "\n" not in message.strip()
+    assert time.monotonic() - started < 120
+
+
+def test_missing_model_fails_permanently_naming_the_source(tmp_path):
+    document = with_spec(model={"source": str(tmp_path / "no-such-model")}, training=SMALL)
+    objects, config = write_local_config(document, tmp_path)
+    assert wait_all([start_pod(objects, 0, tmp_path, "pod.log")], timeout=300) == [3]
+    message = (tmp_path / "pod-0" / "termination-log").read_text()
+    assert str(tmp_path / "no-such-model") in message and "does not exist" in message
+
+
+def test_rank_zero_serves_progress_and_prometheus_metrics(tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    document = with_spec(training={**SMALL, "max_steps": 200, "logging_steps": 5},
+                         checkpointing={"everySteps": 1000})
+    objects, config = write_local_config(document, tmp_path)
+    pod = start_pod(objects, 0, tmp_path, "pod.log", {"KUBETUNE_METRICS_PORT": str(port)})
+    progress, metrics = None, ""
+    deadline = time.monotonic() + 240
+    try:
+        while pod.poll() is None and time.monotonic() < deadline:
+            try:
+                progress = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2))
+                if progress.get("step", 0) >= 20 and "loss" in progress:
+                    metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+                    break
+            except OSError:
+                pass
+            time.sleep(0.2)
+    finally:
+        assert wait_all([pod], timeout=300) == [0]
+    assert progress and progress["totalSteps"] == 200 and 0 < progress["progress"] <= 1
+    assert progress["tokensPerSecond"] > 0 and math.isfinite(progress["loss"])
+    for name in ["kubetune_training_step", "kubetune_training_total_steps", "kubetune_training_loss",
+                 "kubetune_training_learning_rate", "kubetune_training_tokens_per_second",
+                 "kubetune_training_progress_ratio", "kubetune_training_epoch"]:
+        assert f'{name}{{job="demo",namespace="ml"}}' in metrics, name

@@ -1,0 +1,140 @@
+"""Pieces of the trainer entrypoint: formats, conversions, checkpoints, rewards, machine settings."""
+
+import json
+
+import datasets
+import pytest
+
+from trainer_entrypoint.checkpoints import completed_by, is_complete, newest_complete_checkpoint, write_completion
+from trainer_entrypoint.data import detect_format, load_for_method, prepare
+from trainer_entrypoint.errors import PermanentError
+from trainer_entrypoint.methods import hardware_training_args, peft_config
+from trainer_entrypoint.rewards import answer_match, reward_function
+
+
+@pytest.mark.parametrize(
+    "columns,expected",
+    [
+        ({"messages"}, "messages"),
+        ({"prompt", "completion"}, "prompt_completion"),
+        ({"text"}, "text"),
+        ({"prompt", "chosen", "rejected"}, "preference"),
+        ({"prompt", "completion", "label"}, "unpaired_preference"),
+        ({"prompt"}, "prompt_only"),
+        ({"prompt", "answer"}, "prompt_answer"),
+        ({"question", "solutions", "input_output", "difficulty"}, "apps"),
+        ({"task_id", "prompt", "canonical_solution", "test", "entry_point"}, "humaneval"),
+        ({"foo"}, None),
+    ],
+)
+def test_formats_are_recognised_by_their_columns(columns, expected):
+    assert detect_format(columns) == expected
+
+
+def test_prompt_answer_jsonl_becomes_conversational_sft_and_grpo_data():
+    rows = datasets.Dataset.from_list([{"prompt": "2+2?", "answer": "4"}])
+    sft = prepare(rows, "sft", "auto", "x.jsonl")
+    assert sft[0] == {"prompt": [{"role": "user", "content": "2+2?"}],
+                      "completion": [{"role": "assistant", "content": "4"}]}
+    grpo = prepare(rows, "grpo", "auto", "x.jsonl")
+    assert grpo[0]["prompt"] == [{"role": "user", "content": "2+2?"}] and grpo[0]["answer"] == "4"
+
+
+def test_apps_rows_convert_to_prompt_completion_with_the_first_solution():
+    rows = datasets.Dataset.from_list([{"question": "Read n, print n*2.", "solutions": json.dumps(["print(int(input())*2)"]),
+                                        "input_output": json.dumps({"inputs": ["2\n"], "outputs": ["4\n"]}),
+                                        "difficulty": "introductory"}])
+    sft = prepare(rows, "sft", "auto", "apps.jsonl")
+    assert sft[0]["completion"] == [{"role": "assistant", "content": "print(int(input())*2)"}]
+    grpo = prepare(rows, "grpo", "auto", "apps.jsonl")
+    assert json.loads(grpo[0]["input_output"])["outputs"] == ["4\n"]
+
+
+def test_preference_pairs_are_unpaired_for_kto():
+    rows = datasets.Dataset.from_list([{"prompt": "p", "chosen": "good", "rejected": "bad"}])
+    kto = prepare(rows, "kto", "auto", "pairs.jsonl")
+    assert sorted((row["completion"], row["label"]) for row in kto) == [("bad", False), ("good", True)]
+
+
+def test_wrong_columns_name_the_missing_columns_and_the_file():
+    rows = datasets.Dataset.from_list([{"question": "q", "reply": "r"}])
+    with pytest.raises(PermanentError) as error:
+        prepare(rows, "dpo", "auto", "/data/train.jsonl")
+    message = str(error.value)
+    assert "/data/train.jsonl" in message and "chosen" in message and "found question, reply" in message
+
+
+def test_declared_format_must_have_its_columns():
+    rows = datasets.Dataset.from_list([{"text": "t"}])
+    with pytest.raises(PermanentError, match="format messages needs column\\(s\\) messages"):
+        prepare(rows, "sft", "messages", "d.jsonl")
+
+
+def test_local_folder_splits_and_missing_split(tmp_path):
+    (tmp_path / "train.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    spec = {"location": {"kind": "path", "path": str(tmp_path)}, "source": str(tmp_path), "format": "auto"}
+    assert load_for_method(spec, "sft", "train")[0]["text"] == "hello"
+    with pytest.raises(PermanentError, match="no data files for split 'test'"):
+        load_for_method(spec, "sft", "test")
+
+
+def test_builtin_data_exists_for_every_method(builtin_tiny):
+    spec = {"location": {"kind": "builtin", "name": "tiny"}, "source": "builtin://tiny", "format": "auto"}
+    for method in ["sft", "dpo", "kto", "reward", "grpo", "rloo"]:
+        assert len(load_for_method(spec, method, "train")) == 256
+        assert len(load_for_method(spec, method, "test")) == 32
+
+
+def make_checkpoint(folder, step, state_step=None):
+    path = folder / f"checkpoint-{step}"
+    path.mkdir(parents=True)
+    if state_step is not None:
+        (path / "trainer_state.json").write_text(json.dumps({"global_step": state_step}))
+    return path
+
+
+def test_newest_complete_checkpoint_skips_interrupted_saves(tmp_path):
+    make_checkpoint(tmp_path, 10, 10)
+    make_checkpoint(tmp_path, 20, 20)
+    make_checkpoint(tmp_path, 30)  # killed before trainer_state.json was written
+    make_checkpoint(tmp_path, 40, 30)  # a state that belongs to another step
+    (tmp_path / "checkpoint-50").write_text("not a folder")
+    assert newest_complete_checkpoint(tmp_path).name == "checkpoint-20"
+    assert not is_complete(tmp_path / "checkpoint-30")
+    assert newest_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_completion_record_belongs_to_one_job_uid(tmp_path):
+    record = tmp_path / "COMPLETED.json"
+    assert completed_by(record, "a") is None
+    write_completion(record, "a", 12, "/output/model", 0.5)
+    assert completed_by(record, "a")["globalStep"] == 12
+    # A new job of the same name (new uid) on the same volume trains again.
+    assert completed_by(record, "b") is None
+
+
+def test_answer_match_reward():
+    completions = [[{"role": "assistant", "content": "so 2 plus 2 is 4."}], [{"role": "assistant", "content": "5"}]]
+    assert answer_match(completions, answer=["2 plus 2 is 4.", "4"]) == [1.0, 0.0]
+
+
+def test_reward_functions_by_name():
+    import trl.rewards
+
+    assert reward_function("think_format_reward") is trl.rewards.think_format_reward
+    with pytest.raises(PermanentError, match="unknown reward function 'nope'.*answer_match"):
+        reward_function("nope")
+
+
+def test_cpu_forces_use_cpu_and_gpu_prefers_bf16():
+    assert hardware_training_args({}, gpu=False, bf16_supported=False)["use_cpu"] is True
+    assert hardware_training_args({}, gpu=False, bf16_supported=False)["bf16"] is False
+    assert hardware_training_args({}, gpu=True, bf16_supported=True)["bf16"] is True
+    # A key the user set stays theirs.
+    assert "bf16" not in hardware_training_args({"bf16": False}, gpu=True, bf16_supported=True)
+
+
+def test_lora_targets_all_linear_layers_by_default():
+    config = peft_config({"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]}, "sft")
+    assert config.target_modules == "all-linear" and config.task_type == "CAUSAL_LM"
+    assert peft_config({"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj"]}, "reward").task_type == "SEQ_CLS"
