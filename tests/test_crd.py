@@ -171,8 +171,21 @@ def test_every_cel_rule_is_exercised_by_a_refusing_case():
     assert covered == every, every - covered
 
 
+def transition_rule(path):
+    (rule,) = [rule for rule_path, rule in cel_rules() if rule_path == path and "oldSelf" in rule["rule"]]
+    return rule["rule"]
+
+
 def test_transition_rule_keeps_method_immutable():
-    (rule,) = [rule for path, rule in cel_rules() if "oldSelf" in rule["rule"]]
+    rule = transition_rule(".spec")
     spec = {"method": "sft", "resources": {"gpusPerNode": 0}}
-    assert evaluate_rule(rule["rule"], spec, copy.deepcopy(spec))
-    assert not evaluate_rule(rule["rule"], {**spec, "method": "dpo"}, spec)
+    assert evaluate_rule(rule, spec, copy.deepcopy(spec))
+    assert not evaluate_rule(rule, {**spec, "method": "dpo"}, spec)
+
+
+def test_transition_rule_lets_only_elastic_jobs_change_nodes():
+    rule = transition_rule(".spec.resources")
+    fixed = {"nodes": 2, "gpusPerNode": 0}
+    assert not evaluate_rule(rule, {**fixed, "nodes": 3}, fixed)
+    elastic = {**fixed, "elastic": {"minNodes": 1, "maxNodes": 4}}
+    assert evaluate_rule(rule, {**elastic, "nodes": 3}, elastic)

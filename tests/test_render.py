@@ -249,7 +249,7 @@ def test_cli_render_refuses_an_invalid_job(tmp_path):
 FORBIDDEN_IN_THE_CORE = {"kopf", "kubernetes", "subprocess", "socket", "requests", "urllib", "http", "os"}
 
 
-@pytest.mark.parametrize("package", ["render"])
+@pytest.mark.parametrize("package", ["render", "lifecycle"])
 def test_the_functional_core_does_no_io(package):
     folder = REPO / "operator" / "kubetune" / package
     for source in folder.rglob("*.py"):

@@ -213,3 +213,11 @@ def test_method_is_immutable_on_update():
     with pytest.raises(InvalidJob, match="spec.method: method is immutable"):
         parse_job(new, old_document=old)
     parse_job(old, old_document=old)
+
+
+def test_nodes_change_on_update_only_for_elastic_jobs():
+    old = with_spec(resources={"nodes": 2})
+    with pytest.raises(InvalidJob, match="spec.resources.nodes: nodes can change while a job runs only when elastic"):
+        parse_job(with_spec(resources={"nodes": 3}), old_document=old)
+    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}
+    parse_job(with_spec(resources={**elastic, "nodes": 3}), old_document=with_spec(resources=elastic))

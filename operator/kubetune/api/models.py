@@ -188,6 +188,8 @@ class ElasticSpec(KubeModel):
 
 class ResourcesSpec(KubeModel):
     model_config = cel_rules(
+        {"rule": "has(self.elastic) || self.nodes == oldSelf.nodes",
+         "message": "nodes can change while a job runs only when elastic is set", "fieldPath": ".nodes"},
         {"rule": "!has(self.elastic) || (self.nodes >= self.elastic.minNodes && self.nodes <= self.elastic.maxNodes)",
          "message": "nodes must lie within elastic.minNodes..elastic.maxNodes", "fieldPath": ".nodes"},
         {"rule": "self.gpusPerNode == 0 || !has(self.processesPerNode) || self.processesPerNode <= self.gpusPerNode",
@@ -381,6 +383,7 @@ class ProgressStatus(KubeModel):
     tokens_per_second: Optional[float] = None
     eta_seconds: Optional[float] = None
     display: Optional[str] = Field(None, description="step/total (percent), for kubectl get.")
+    last_checkpoint: Optional[str] = None
 
 
 class WorkersStatus(KubeModel):

@@ -1,0 +1,7 @@
+"""Pure lifecycle: spec + status + observed children -> phase, conditions, actions, events."""
+
+from .decide import Action, Decision, Event, decide
+from .observed import EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, evaluation_run, worker_pod, worker_set
+
+__all__ = ["Action", "Decision", "Event", "decide", "EvaluationRun", "Observed", "Termination", "WorkerPod",
+           "WorkerSet", "evaluation_run", "worker_pod", "worker_set"]

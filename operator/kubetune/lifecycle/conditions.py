@@ -1,0 +1,42 @@
+"""metav1.Condition bookkeeping: positive polarity, transition times kept while status holds."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, Optional
+
+CONDITION_TYPES = ["Created", "Running", "Restarting", "Suspended", "Trained", "Evaluated", "Succeeded", "Failed"]
+
+
+def timestamp(now: datetime) -> str:
+    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def find(conditions: list[dict[str, Any]], kind: str) -> Optional[dict[str, Any]]:
+    return next((c for c in conditions if c["type"] == kind), None)
+
+
+def is_true(conditions: list[dict[str, Any]], kind: str) -> bool:
+    condition = find(conditions, kind)
+    return bool(condition and condition["status"] == "True")
+
+
+def set_condition(
+    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str, now: datetime,
+    generation: Optional[int] = None,
+) -> list[dict[str, Any]]:
+    """A new list with the condition set; lastTransitionTime moves only when status flips."""
+    value = "True" if status else "False"
+    old = find(conditions, kind)
+    condition = {
+        "type": kind,
+        "status": value,
+        "reason": reason,
+        "message": message[:32768],
+        "lastTransitionTime": old["lastTransitionTime"] if old and old["status"] == value else timestamp(now),
+    }
+    if generation is not None:
+        condition["observedGeneration"] = generation
+    others = [c for c in conditions if c["type"] != kind]
+    ordered = others + [condition]
+    return sorted(ordered, key=lambda c: CONDITION_TYPES.index(c["type"]) if c["type"] in CONDITION_TYPES else 99)

@@ -1,0 +1,251 @@
+"""The lifecycle as one pure function: spec + status + observed children -> what to do next.
+
+Rules are checked in order; the first that applies sets the phase:
+
+  invalid spec            -> Failed (InvalidSpec), nothing created
+  already Succeeded/Failed-> stays; workers kept at zero; TTL deletes the job
+  upstream job:// pending -> Pending (WaitingForUpstream); upstream failed -> Failed
+  deadline passed         -> Failed (DeadlineExceeded)
+  exit code 3 in a worker -> Failed (PermanentError) with its termination message
+  a worker exited 0       -> Trained; workers to zero; evaluation Job; Evaluating -> Succeeded
+  restarts > backoffLimit -> Failed (BackoffLimitExceeded)
+  suspend                 -> Suspended; workers to zero
+  otherwise               -> training objects ensured, workers at spec.resources.nodes;
+                             Pending / Initializing / Training by how many workers run
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Literal, Optional
+
+from .. import contract
+from ..api.models import FineTuneJob
+from .conditions import find, is_true, set_condition, timestamp
+from .observed import Observed, Termination
+
+ActionKind = Literal["ensure_training_objects", "scale_workers", "ensure_evaluation_job", "delete_job"]
+
+
+@dataclass(frozen=True)
+class Action:
+    kind: ActionKind
+    replicas: Optional[int] = None
+
+
+@dataclass(frozen=True)
+class Event:
+    type: Literal["Normal", "Warning"]
+    reason: str
+    message: str
+
+
+@dataclass
+class Decision:
+    phase: str
+    status: dict[str, Any]
+    actions: list[Action] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
+
+
+TERMINAL = ("Succeeded", "Failed")
+
+
+class _Next:
+    """The status being built, starting from the current one."""
+
+    def __init__(self, status: dict[str, Any], observed: Observed, generation: Optional[int]):
+        self.old = status
+        self.status = json.loads(json.dumps(status))  # a deep copy of plain JSON
+        self.status.setdefault("conditions", [])
+        self.now = observed.now
+        self.generation = generation
+        self.actions: list[Action] = []
+        self.events: list[Event] = []
+
+    def condition(self, kind: str, value: bool, reason: str, message: str = "") -> None:
+        self.status["conditions"] = set_condition(
+            self.status["conditions"], kind, value, reason, message, self.now, self.generation)
+
+    def clear(self, kind: str, reason: str) -> None:
+        if find(self.status["conditions"], kind):
+            self.condition(kind, False, reason)
+
+    def finish(self, phase: str) -> Decision:
+        self.status["phase"] = phase
+        if self.generation is not None:
+            self.status["observedGeneration"] = self.generation
+        if phase != self.old.get("phase"):
+            kind = "Warning" if phase == "Failed" else "Normal"
+            failed = find(self.status["conditions"], "Failed")
+            message = failed["message"] if phase == "Failed" and failed else f"phase {phase}"
+            self.events.insert(0, Event(kind, phase, message))
+        if phase in TERMINAL:
+            self.status.setdefault("completionTime", timestamp(self.now))
+        return Decision(phase, self.status, self.actions, self.events)
+
+    def fail(self, reason: str, message: str) -> Decision:
+        self.condition("Failed", True, reason, message)
+        self.condition("Running", False, reason)
+        self.actions.append(Action("scale_workers", 0))
+        return self.finish("Failed")
+
+
+def decide(
+    job: Optional[FineTuneJob],
+    problems: list[str],
+    status: dict[str, Any],
+    observed: Observed,
+    generation: Optional[int] = None,
+) -> Decision:
+    state = _Next(status or {}, observed, generation)
+    if problems or job is None:
+        state.condition("Failed", True, "InvalidSpec", "; ".join(problems) or "the spec cannot be read")
+        return state.finish("Failed")
+    if state.status.get("phase") in TERMINAL:
+        return _finished(job, state, observed)
+    state.status["progress"] = _progress(state.status.get("progress"), observed.progress, state)
+    state.status["workers"] = {
+        "desired": 0 if job.spec.run_policy.suspend else job.spec.resources.nodes,
+        "ready": sum(pod.running for pod in observed.pods),
+        "restarts": sum(pod.restarts for pod in observed.pods),
+    }
+
+    for name, phase in sorted(observed.upstream.items()):
+        if phase == "Failed":
+            return state.fail("UpstreamFailed", f"job://{name} failed")
+        if phase != "Succeeded":
+            state.condition("Created", False, "WaitingForUpstream", f"waiting for job://{name} to succeed")
+            return state.finish("Pending")
+
+    state.status.setdefault("startTime", timestamp(observed.now))
+    deadline = job.spec.run_policy.active_deadline_seconds
+    if deadline and not job.spec.run_policy.suspend and _elapsed(state.status["startTime"], observed.now) >= deadline:
+        return state.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline})")
+    permanent = _first_termination(observed, lambda t: t.exit_code == contract.EXIT_PERMANENT)
+    if permanent:
+        return state.fail("PermanentError", permanent.message or "a worker exited with the permanent error code")
+    # Before the backoff check: workers restart after success too, and each restart counts.
+    if is_true(state.status["conditions"], "Trained") or _first_termination(observed, lambda t: t.exit_code == 0):
+        return _after_training(job, state, observed)
+    restarts = state.status["workers"]["restarts"]
+    if restarts > job.spec.run_policy.backoff_limit:
+        last = _first_termination(observed, lambda t: t.exit_code != 0)
+        detail = f": {last.message}" if last and last.message else ""
+        return state.fail("BackoffLimitExceeded",
+                          f"{restarts} worker restarts exceed backoffLimit {job.spec.run_policy.backoff_limit}{detail}")
+    if job.spec.run_policy.suspend:
+        state.condition("Suspended", True, "Suspended", "workers scaled to zero; clearing suspend resumes")
+        state.condition("Running", False, "Suspended")
+        state.actions += [Action("ensure_training_objects"), Action("scale_workers", 0)]
+        return state.finish("Suspended")
+    return _training(job, state, observed)
+
+
+def _training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
+    nodes = job.spec.resources.nodes
+    state.actions += [Action("ensure_training_objects"), Action("scale_workers", nodes)]
+    if not is_true(state.status["conditions"], "Created"):
+        state.condition("Created", True, "ChildrenCreated", "worker StatefulSet, Service, ConfigMap and volume")
+    if find(state.status["conditions"], "Suspended"):
+        state.clear("Suspended", "Resumed")
+    restarting = [pod.name for pod in observed.pods
+                  if not pod.running and (pod.waiting_reason == "CrashLoopBackOff" or pod.terminated)]
+    if restarting:
+        state.condition("Restarting", True, "WorkerRestarting", f"restarting: {', '.join(restarting)}")
+    elif is_true(state.status["conditions"], "Restarting"):
+        state.condition("Restarting", False, "WorkersRunning")
+    running = state.status["workers"]["ready"]
+    if running >= nodes:
+        state.condition("Running", True, "WorkersRunning", f"{running}/{nodes} workers running")
+        return state.finish("Training")
+    if is_true(state.status["conditions"], "Running"):
+        state.condition("Running", False, "WorkersNotRunning", f"{running}/{nodes} workers running")
+    return state.finish("Initializing" if running else "Pending")
+
+
+def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
+    if not is_true(state.status["conditions"], "Trained"):
+        state.condition("Trained", True, "TrainingSucceeded", "the model is saved in the output volume")
+        state.condition("Running", False, "TrainingSucceeded")
+        state.clear("Restarting", "TrainingSucceeded")
+        state.events.append(Event("Normal", "Trained", "training finished; workers scaled to zero"))
+    # Workers restart after success (a StatefulSet always does); they must not stay up.
+    state.actions.append(Action("scale_workers", 0))
+    state.status["workers"]["desired"] = 0
+    if not job.spec.evaluation.enabled:
+        state.condition("Succeeded", True, "TrainingSucceeded", "trained; evaluation is disabled")
+        return state.finish("Succeeded")
+    evaluation = observed.evaluation
+    if evaluation is None or not (evaluation.succeeded or evaluation.failed):
+        state.actions.append(Action("ensure_evaluation_job"))
+        return state.finish("Evaluating")
+    if evaluation.failed:
+        return state.fail("EvaluationFailed", evaluation.message or "the evaluation Job failed")
+    state.status["evaluation"] = _evaluation_status(evaluation.message)
+    summary = ", ".join(f"{name}={value['tuned']:.4g}" for name, value in state.status["evaluation"]["metrics"].items())
+    state.condition("Evaluated", True, "EvaluationSucceeded", summary or "evaluation finished")
+    state.condition("Succeeded", True, "EvaluationSucceeded", summary or "trained and evaluated")
+    state.events.append(Event("Normal", "Evaluated", summary or "evaluation finished"))
+    return state.finish("Succeeded")
+
+
+def _finished(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
+    if observed.workers and observed.workers.replicas > 0:
+        state.actions.append(Action("scale_workers", 0))
+    ttl = job.spec.run_policy.ttl_seconds_after_finished
+    finished_at = state.status.get("completionTime")
+    if ttl is not None and finished_at and _elapsed(finished_at, observed.now) >= ttl:
+        state.actions.append(Action("delete_job"))
+    return state.finish(state.status["phase"])
+
+
+def _evaluation_status(message: str) -> dict[str, Any]:
+    """The evaluator's summary: {"metrics": {name: {"tuned": x, "base": y}}, "report": path}."""
+    try:
+        summary = json.loads(message)
+    except ValueError:
+        return {"metrics": {}}
+    metrics = {}
+    for name, value in (summary.get("metrics") or {}).items():
+        tuned, base = value.get("tuned"), value.get("base")
+        if isinstance(tuned, (int, float)):
+            entry = {"tuned": tuned}
+            if isinstance(base, (int, float)):
+                entry.update(base=base, delta=tuned - base)
+            metrics[name] = entry
+    result: dict[str, Any] = {"metrics": metrics}
+    if summary.get("report"):
+        result["report"] = summary["report"]
+    return result
+
+
+def _progress(old: Optional[dict[str, Any]], reported: Optional[dict[str, Any]], state: _Next) -> Optional[dict]:
+    if not reported:
+        return old
+    keys = ["step", "totalSteps", "epoch", "loss", "learningRate", "tokensPerSecond", "etaSeconds"]
+    progress = {key: reported[key] for key in keys if isinstance(reported.get(key), (int, float))}
+    total, step = progress.get("totalSteps"), progress.get("step", 0)
+    if total:
+        progress["display"] = f"{step}/{total} ({100 * step // total}%)"
+    checkpoint = reported.get("checkpoint")
+    if checkpoint and checkpoint != (old or {}).get("lastCheckpoint"):
+        state.events.append(Event("Normal", "Checkpoint", f"saved {checkpoint}"))
+    if checkpoint:
+        progress["lastCheckpoint"] = checkpoint
+    return progress
+
+
+def _first_termination(observed: Observed, matches) -> Optional[Termination]:
+    for pod in observed.pods:
+        for termination in pod.terminations():
+            if matches(termination):
+                return termination
+    return None
+
+
+def _elapsed(since: str, now: datetime) -> float:
+    start = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
+    return (now - start) / timedelta(seconds=1)
