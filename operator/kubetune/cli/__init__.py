@@ -99,6 +99,22 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 
 
 @main.command()
+@click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
+@click.option("--liveness-port", default=8080, show_default=True, help="Serves /healthz.")
+@click.option("--metrics-port", default=9090, show_default=True, help="Serves the operator's /metrics.")
+@click.option("--peering", default=None, help="KopfPeering name: one active replica among several.")
+@click.option("--trainer-image", default=RenderSettings.trainer_image, show_default=True)
+@click.option("--evaluator-image", default=RenderSettings.evaluator_image, show_default=True)
+@click.option("--interval", default=10.0, show_default=True, help="Seconds between reconciles of each job.")
+def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, evaluator_image, interval) -> None:
+    """Run the FineTuneJob controller (cluster-wide unless --namespace is given)."""
+    from ..handlers.main import run_operator
+
+    run_operator(list(namespaces), liveness_port, metrics_port, peering,
+                 RenderSettings(trainer_image=trainer_image, evaluator_image=evaluator_image), interval)
+
+
+@main.command()
 def crd() -> None:
     """Print the FineTuneJob CustomResourceDefinition generated from the API models."""
     click.echo(render_crd_yaml(), nl=False)

@@ -21,6 +21,14 @@ class OutputLocation:
     def model_path(self) -> str:
         return f"{self.sub_path}/{contract.MODEL_SUBDIR}".lstrip("/")
 
+    def to_status(self) -> dict[str, str]:
+        """status.output of the job: where its trained model is."""
+        return {"claimName": self.claim_name, "path": self.model_path}
+
+    @classmethod
+    def from_status(cls, output: Mapping[str, str]) -> "OutputLocation":
+        return cls(output["claimName"], output["path"].removesuffix(contract.MODEL_SUBDIR).rstrip("/"))
+
 
 def output_location(job: FineTuneJob) -> OutputLocation:
     output = job.spec.output

@@ -1,0 +1,96 @@
+"""The operator's reads and writes, through the official Kubernetes Python client.
+
+Objects go in and come out as plain camelCase dicts (as rendered, as stored), so the
+functional core never sees client model classes.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Optional
+
+import kubernetes.client
+from kubernetes.client.exceptions import ApiException
+
+from ..api.models import GROUP, PLURAL, VERSION
+
+USER_AGENT = "kubetune-operator/0.1.0"
+from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
+
+
+def _plain(response) -> Any:
+    return json.loads(response.data)
+
+
+class Cluster:
+    def __init__(self, api_client: kubernetes.client.ApiClient, request_timeout: float = 30.0):
+        api_client.user_agent = USER_AGENT  # tells the operator's requests apart in audit logs
+        # A hung API call must not hold a handler (and kopf's shutdown) forever.
+        self.timeout = request_timeout
+        self.core = kubernetes.client.CoreV1Api(api_client)
+        self.apps = kubernetes.client.AppsV1Api(api_client)
+        self.batch = kubernetes.client.BatchV1Api(api_client)
+        self.custom = kubernetes.client.CustomObjectsApi(api_client)
+
+    # --- reads ------------------------------------------------------------------------------
+
+    def _read(self, call, *args) -> Optional[dict[str, Any]]:
+        try:
+            return _plain(call(*args, _preload_content=False, _request_timeout=self.timeout))
+        except ApiException as error:
+            if error.status == 404:
+                return None
+            raise
+
+    def stateful_set(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self._read(self.apps.read_namespaced_stateful_set, name, namespace)
+
+    def batch_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self._read(self.batch.read_namespaced_job, name, namespace)
+
+    def fine_tune_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self._read(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
+
+    def pods(self, namespace: str, job_name: str, role: str) -> list[dict[str, Any]]:
+        selector = f"{JOB_NAME_LABEL}={job_name},{ROLE_LABEL}={role}"
+        response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False,
+                                              _request_timeout=self.timeout)
+        return sorted(_plain(response)["items"], key=lambda pod: pod["metadata"]["name"])
+
+    # --- writes -----------------------------------------------------------------------------
+
+    def create(self, manifest: dict[str, Any]) -> bool:
+        """Create the object unless one of that name exists; True when it was created."""
+        namespace = manifest["metadata"]["namespace"]
+        create = {
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "Service": self.core.create_namespaced_service,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "StatefulSet": self.apps.create_namespaced_stateful_set,
+            "Job": self.batch.create_namespaced_job,
+        }[manifest["kind"]]
+        try:
+            create(namespace, manifest, _preload_content=False, _request_timeout=self.timeout)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
+
+    def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        self.apps.patch_namespaced_stateful_set(name, namespace, patch, _preload_content=False,
+                                                _request_timeout=self.timeout)
+
+    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+        self.custom.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False,
+            _request_timeout=self.timeout)
+
+    def delete_job(self, namespace: str, name: str) -> None:
+        try:
+            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                                        propagation_policy="Background", _preload_content=False,
+                                                        _request_timeout=self.timeout)
+        except ApiException as error:
+            if error.status != 404:
+                raise

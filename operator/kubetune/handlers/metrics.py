@@ -1,0 +1,49 @@
+"""The operator's Prometheus metrics (kubetune_ prefix, Prometheus naming conventions)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+PHASES = ["Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
+
+
+class OperatorMetrics:
+    def __init__(self, registry: CollectorRegistry | None = None):
+        self.registry = registry or CollectorRegistry()
+        self.jobs = Gauge("kubetune_jobs", "FineTuneJobs by phase.", ["namespace", "phase"], registry=self.registry)
+        self.transitions = Counter("kubetune_job_phase_transitions_total", "Phase changes of FineTuneJobs.",
+                                   ["namespace", "phase"], registry=self.registry)
+        self.reconcile_seconds = Histogram("kubetune_reconcile_duration_seconds", "Time to reconcile one job.",
+                                           registry=self.registry)
+        self.reconcile_errors = Counter("kubetune_reconcile_errors_total", "Reconciles that raised an error.",
+                                        ["namespace"], registry=self.registry)
+        self.job_duration = Histogram("kubetune_job_duration_seconds", "Start to finish of a FineTuneJob.",
+                                      ["phase"], buckets=(60, 300, 900, 1800, 3600, 7200, 21600, 86400, 259200),
+                                      registry=self.registry)
+        self.evaluation = Gauge("kubetune_evaluation_metric", "Evaluation results of finished jobs.",
+                                ["namespace", "job", "metric", "model"], registry=self.registry)
+        self._phase_of: dict[tuple[str, str], str] = {}
+
+    def observe_phase(self, namespace: str, name: str, phase: str) -> bool:
+        """Record a job's phase; True when it changed."""
+        key = (namespace, name)
+        previous = self._phase_of.get(key)
+        if previous == phase:
+            return False
+        if previous:
+            self.jobs.labels(namespace, previous).dec()
+        self.jobs.labels(namespace, phase).inc()
+        self.transitions.labels(namespace, phase).inc()
+        self._phase_of[key] = phase
+        return True
+
+    def forget(self, namespace: str, name: str) -> None:
+        previous = self._phase_of.pop((namespace, name), None)
+        if previous:
+            self.jobs.labels(namespace, previous).dec()
+
+    def observe_evaluation(self, namespace: str, name: str, metrics: dict) -> None:
+        for metric, values in metrics.items():
+            for model in ("tuned", "base"):
+                if isinstance(values.get(model), (int, float)):
+                    self.evaluation.labels(namespace, name, metric, model).set(values[model])

@@ -1,0 +1,137 @@
+"""One reconcile of one FineTuneJob: read the cluster, ask the core, write back. No decisions here."""
+
+from __future__ import annotations
+
+import json
+import threading
+import urllib.request
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Optional
+
+from .. import contract
+from ..api.models import FineTuneJob
+from ..api.validation import InvalidJob, parse_job
+from ..lifecycle import Decision, Observed, decide, evaluation_run, worker_pod, worker_set
+from ..render import RenderSettings, output_location, render_job, upstream_jobs
+from ..render.naming import evaluation_job_name, worker_set_name
+from ..render.sources import OutputLocation
+from .cluster import Cluster
+from .metrics import OperatorMetrics
+
+PostEvent = Callable[[dict[str, Any], str, str, str], None]  # (job body, type, reason, message)
+
+
+@dataclass
+class OperatorContext:
+    cluster: Cluster
+    settings: RenderSettings = field(default_factory=RenderSettings)
+    metrics: OperatorMetrics = field(default_factory=OperatorMetrics)
+    post_event: Optional[PostEvent] = None
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+    progress_timeout: float = 1.0
+    _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+
+    def lock(self, namespace: str, name: str) -> threading.Lock:
+        return self._locks.setdefault((namespace, name), threading.Lock())
+
+
+def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[dict[str, Any]]:
+    """Rank 0's /progress, through worker 0's pod IP; None while it cannot be reached."""
+    first = next((p for p in pods if p["metadata"]["name"].endswith("-worker-0")), None)
+    address = ((first or {}).get("status") or {}).get("podIP")
+    if not address:
+        return None
+    try:
+        with urllib.request.urlopen(f"http://{address}:{contract.METRICS_PORT}/progress", timeout=timeout) as reply:
+            return json.load(reply)
+    except (OSError, ValueError):
+        return None
+
+
+def observe(context: OperatorContext, job: FineTuneJob, training: bool) -> Observed:
+    cluster, namespace, name = context.cluster, job.metadata.namespace, job.metadata.name
+    pods = cluster.pods(namespace, name, "worker")
+    evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
+    upstream = {}
+    for upstream_name in upstream_jobs(job):
+        body = cluster.fine_tune_job(namespace, upstream_name)
+        upstream[upstream_name] = ((body or {}).get("status") or {}).get("phase") if body else None
+    return Observed(
+        now=context.clock(),
+        workers=worker_set(cluster.stateful_set(namespace, worker_set_name(name))),
+        pods=tuple(worker_pod(pod) for pod in pods),
+        evaluation=evaluation_run(evaluation, cluster.pods(namespace, name, "evaluator") if evaluation else []),
+        upstream=upstream,
+        progress=read_progress(pods, context.progress_timeout) if training else None,
+    )
+
+
+def upstream_outputs(context: OperatorContext, job: FineTuneJob) -> dict[str, OutputLocation]:
+    """Where each job:// upstream wrote its model, as it reported in status.output."""
+    outputs = {}
+    for name in upstream_jobs(job):
+        output = ((context.cluster.fine_tune_job(job.metadata.namespace, name) or {}).get("status") or {}).get("output")
+        if output:
+            outputs[name] = OutputLocation.from_status(output)
+    return outputs
+
+
+def apply(context: OperatorContext, job: FineTuneJob, decision: Decision) -> None:
+    cluster, namespace = context.cluster, job.metadata.namespace
+    kinds = {action.kind for action in decision.actions}
+    rendered = None
+    if kinds & {"ensure_training_objects", "ensure_evaluation_job"}:
+        rendered = render_job(job, context.settings, upstream_outputs(context, job))
+    for action in decision.actions:
+        if action.kind == "ensure_training_objects":
+            for manifest in rendered.training_objects():
+                cluster.create(manifest)
+        elif action.kind == "ensure_evaluation_job" and rendered.evaluation_job:
+            cluster.create(rendered.evaluation_job)
+        elif action.kind == "scale_workers":
+            current = cluster.stateful_set(namespace, worker_set_name(job.metadata.name))
+            if current and current["spec"].get("replicas") != action.replicas:
+                cluster.patch_stateful_set(namespace, worker_set_name(job.metadata.name),
+                                           {"spec": {"replicas": action.replicas}})
+        elif action.kind == "delete_job":
+            cluster.delete_job(namespace, job.metadata.name)
+
+
+def reconcile(context: OperatorContext, body: dict[str, Any]) -> Decision:
+    """Bring one job one step closer to its spec, and record where it stands."""
+    meta = body["metadata"]
+    namespace, name = meta.get("namespace", "default"), meta["name"]
+    with context.lock(namespace, name), context.metrics.reconcile_seconds.time():
+        status = dict(body.get("status") or {})
+        try:
+            job, problems = parse_job(body), []
+        except InvalidJob as error:
+            job, problems = None, [str(problem) for problem in error.problems]
+        if job is not None:
+            job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": meta.get("uid")})})
+            status.setdefault("output", output_location(job).to_status())
+        training = status.get("phase") in ("Training", "Initializing")
+        observed = observe(context, job, training) if job else Observed(now=context.clock())
+        decision = decide(job, problems, status, observed, meta.get("generation"))
+        if job is not None:
+            apply(context, job, decision)
+        if decision.status != (body.get("status") or {}):
+            context.cluster.patch_job_status(namespace, name, decision.status)
+        _report(context, body, decision)
+        return decision
+
+
+def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) -> None:
+    namespace, name = body["metadata"].get("namespace", "default"), body["metadata"]["name"]
+    if context.metrics.observe_phase(namespace, name, decision.phase) and decision.phase in ("Succeeded", "Failed"):
+        started = decision.status.get("startTime")
+        if started:
+            seconds = (context.clock() - datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(
+                tzinfo=timezone.utc)).total_seconds()
+            context.metrics.job_duration.labels(decision.phase).observe(max(seconds, 0))
+    if decision.status.get("evaluation"):
+        context.metrics.observe_evaluation(namespace, name, decision.status["evaluation"].get("metrics", {}))
+    if context.post_event:
+        for event in decision.events:
+            context.post_event(body, event.type, event.reason, event.message)

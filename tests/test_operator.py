@@ -1,0 +1,391 @@
+"""The real kopf operator against the emulated API server: every phase and condition transition,
+driven by writing pod and Job states the way the kubelet and Job controller would."""
+
+import copy
+import logging
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import MINIMAL_JOB, REPO
+from kubetune.api.models import GROUP, PLURAL, VERSION
+from operator_harness import Harness, eventually
+
+NS = "ml"
+pytestmark = pytest.mark.timeout(90)
+RBAC_RULES = REPO / "operator" / "kubetune" / "handlers" / "rbac-rules.yaml"
+
+
+@pytest.fixture
+def harness():
+    with Harness() as running:
+        yield running
+        # Every request the operator made is allowed by the RBAC rules the chart installs.
+        assert running.requests() <= allowed_requests(), running.requests() - allowed_requests()
+
+
+def allowed_requests():
+    allowed = set()
+    for rule in yaml.safe_load(RBAC_RULES.read_text())["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    allowed.add((group, resource, verb))
+    return allowed
+
+
+def job_document(name="demo", **spec):
+    document = copy.deepcopy(MINIMAL_JOB)
+    document["metadata"] = {"name": name, "namespace": NS}
+    document["spec"].update(spec)
+    return document
+
+
+def create_job(harness, document):
+    harness.cluster.custom.create_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, document)
+    return get_job(harness, document["metadata"]["name"])
+
+
+def get_job(harness, name="demo"):
+    return harness.cluster.fine_tune_job(NS, name)
+
+
+def patch_spec(harness, name, spec):
+    harness.cluster.custom.patch_namespaced_custom_object(GROUP, VERSION, NS, PLURAL, name, {"spec": spec})
+
+
+def phase(harness, name="demo"):
+    return ((get_job(harness, name) or {}).get("status") or {}).get("phase")
+
+
+def condition(harness, kind, name="demo"):
+    for item in (get_job(harness, name).get("status") or {}).get("conditions", []):
+        if item["type"] == kind:
+            return item
+    return None
+
+
+def wait_phase(harness, expected, name="demo", timeout=20):
+    return eventually(lambda: phase(harness, name) == expected, timeout, f"{name} phase {expected}")
+
+
+def replicas(harness, name="demo"):
+    return harness.cluster.stateful_set(NS, f"{name}-worker")["spec"]["replicas"]
+
+
+def container_status(state="running", exit_code=None, message="", restarts=0, last=None, name="trainer"):
+    status = {"name": name, "ready": state == "running", "restartCount": restarts, "image": "x", "imageID": "",
+              "state": {}}
+    if state == "running":
+        status["state"] = {"running": {"startedAt": "2026-01-01T00:00:00Z"}}
+    elif state == "terminated":
+        status["state"] = {"terminated": {"exitCode": exit_code, "message": message, "reason": "Error"}}
+    elif state == "crashloop":
+        status["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+    if last is not None:
+        status["lastState"] = {"terminated": {"exitCode": last[0], "message": last[1], "reason": "Error"}}
+    return status
+
+
+def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None):
+    """Write a worker pod the way the StatefulSet controller and kubelet would."""
+    name = f"{job}-worker-{ordinal}"
+    template = harness.cluster.stateful_set(NS, f"{job}-worker")["spec"]["template"]
+    pod_status = {"phase": "Running", "containerStatuses": [status]}
+    if pod_ip:
+        pod_status["podIP"] = pod_ip
+    core = harness.cluster.core
+    try:
+        core.read_namespaced_pod(name, NS)
+        core.patch_namespaced_pod_status(name, NS, {"status": pod_status})
+    except Exception:
+        pod = {"apiVersion": "v1", "kind": "Pod",
+               "metadata": {"name": name, "namespace": NS, "labels": dict(template["metadata"]["labels"])},
+               "spec": template["spec"], "status": pod_status}
+        core.create_namespaced_pod(NS, pod)
+
+
+def test_create_makes_each_child_once_with_owner_references(harness):
+    harness.start_operator()
+    created = create_job(harness, job_document(resources={"nodes": 2}))
+    wait_phase(harness, "Pending")
+    for kind in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]:
+        objects = eventually(lambda: harness.objects(kind, "demo"), what=kind)
+        assert len(objects) == 1, kind
+        owner = objects[0]["metadata"]["ownerReferences"][0]
+        assert owner["uid"] == created["metadata"]["uid"] and owner["controller"] is True
+    assert replicas(harness) == 2
+    assert condition(harness, "Created")["status"] == "True"
+    assert get_job(harness)["status"]["output"] == {"claimName": "demo-output", "path": "model"}
+
+
+def set_evaluation(harness, outcome, message, job="demo"):
+    """Write the evaluation Job's pod and conditions as the Job controller would."""
+    batch_job = harness.cluster.batch_job(NS, f"{job}-eval")
+    template = batch_job["spec"]["template"]
+    pod = {"apiVersion": "v1", "kind": "Pod",
+           "metadata": {"name": f"{job}-eval-abcde", "namespace": NS, "labels": dict(template["metadata"]["labels"])},
+           "spec": template["spec"],
+           "status": {"phase": "Succeeded" if outcome == "Complete" else "Failed", "containerStatuses": [
+               container_status("terminated", 0 if outcome == "Complete" else 3, message, name="evaluator")]}}
+    harness.cluster.core.create_namespaced_pod(NS, pod)
+    harness.cluster.batch.patch_namespaced_job_status(f"{job}-eval", NS, {"status": {"conditions": [
+        {"type": outcome, "status": "True", "reason": outcome, "message": ""}]}})
+
+
+def events_of(harness, job="demo"):
+    return [(kind, reason, message) for name, kind, reason, message in harness.events if name == job]
+
+
+def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
+    from trainer_entrypoint.progress import Progress, serve
+
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2}))
+    wait_phase(harness, "Pending")
+    # Rank 0's real progress server, reached through worker 0's pod IP.
+    progress = Progress("demo", NS)
+    progress.update(phase="training", step=30, totalSteps=120, loss=1.5, tokensPerSecond=800.0,
+                    etaSeconds=90.0, checkpoint="checkpoint-25")
+    server = serve(progress, 9470, host="127.0.0.1")
+    try:
+        set_worker_pod(harness, 0, container_status("running"), pod_ip="127.0.0.1")
+        wait_phase(harness, "Initializing")
+        set_worker_pod(harness, 1, container_status("running"))
+        wait_phase(harness, "Training")
+        assert condition(harness, "Running")["status"] == "True"
+        eventually(lambda: get_job(harness)["status"].get("progress", {}).get("display") == "30/120 (25%)",
+                   what="progress mirrored")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert get_job(harness)["status"]["progress"]["loss"] == 1.5
+    # Training succeeded: the workers exit 0 (and would be restarted by the StatefulSet).
+    for ordinal in range(2):
+        set_worker_pod(harness, ordinal, container_status("running", restarts=1, last=(0, "")))
+    wait_phase(harness, "Evaluating")
+    assert condition(harness, "Trained")["status"] == "True"
+    eventually(lambda: replicas(harness) == 0, what="workers scaled to zero")
+    assert len(harness.objects("Job", "demo")) == 1
+    summary = '{"metrics": {"loss": {"tuned": 1.2, "base": 2.4}}, "report": "/output/evaluation/report.json"}'
+    set_evaluation(harness, "Complete", summary)
+    wait_phase(harness, "Succeeded")
+    status = get_job(harness)["status"]
+    assert status["evaluation"]["metrics"]["loss"] == {"tuned": 1.2, "base": 2.4, "delta": pytest.approx(-1.2)}
+    assert condition(harness, "Succeeded")["status"] == "True" and status["completionTime"]
+    reasons = [reason for _, reason, _ in events_of(harness)]
+    for reason in ["Pending", "Initializing", "Training", "Checkpoint", "Evaluating", "Trained", "Succeeded",
+                   "Evaluated"]:
+        assert reason in reasons, reasons
+    # After success, a worker the StatefulSet restarts is scaled away again: nothing trains twice.
+    harness.cluster.patch_stateful_set(NS, "demo-worker", {"spec": {"replicas": 2}})
+    eventually(lambda: replicas(harness) == 0, what="workers kept at zero")
+    assert len(harness.objects("Job", "demo")) == 1
+    metrics = harness.context.metrics
+    assert metrics.jobs.labels(NS, "Succeeded")._value.get() == 1
+    assert metrics.evaluation.labels(NS, "demo", "loss", "tuned")._value.get() == 1.2
+
+
+def test_permanent_exit_code_fails_at_once_with_the_message(harness):
+    harness.start_operator()
+    create_job(harness, job_document(runPolicy={"backoffLimit": 5}))
+    wait_phase(harness, "Pending")
+    message = "dataset /inputs/data/train.jsonl: method dpo needs columns (chosen, prompt, rejected)"
+    set_worker_pod(harness, 0, container_status("terminated", 3, message))
+    wait_phase(harness, "Failed")
+    failed = condition(harness, "Failed")
+    assert failed["reason"] == "PermanentError" and failed["message"] == message
+    eventually(lambda: replicas(harness) == 0, what="scaled to zero")
+    assert ("Warning", "Failed", message) in events_of(harness)
+
+
+def test_restarts_beyond_backoff_limit_fail_the_job_with_the_last_logs(harness):
+    harness.start_operator()
+    create_job(harness, job_document(runPolicy={"backoffLimit": 1}))
+    wait_phase(harness, "Pending")
+    set_worker_pod(harness, 0, container_status("crashloop", restarts=1, last=(1, "RuntimeError: NCCL timeout")))
+    eventually(lambda: condition(harness, "Restarting") and condition(harness, "Restarting")["status"] == "True",
+               what="Restarting")
+    assert phase(harness) != "Failed"
+    set_worker_pod(harness, 0, container_status("crashloop", restarts=2, last=(137, "OOMKilled")))
+    wait_phase(harness, "Failed")
+    failed = condition(harness, "Failed")
+    assert failed["reason"] == "BackoffLimitExceeded" and "OOMKilled" in failed["message"]
+
+
+def test_suspend_scales_to_zero_and_resume_scales_back(harness):
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2}))
+    wait_phase(harness, "Pending")
+    patch_spec(harness, "demo", {"runPolicy": {"suspend": True}})
+    wait_phase(harness, "Suspended")
+    eventually(lambda: replicas(harness) == 0, what="suspended to zero")
+    assert condition(harness, "Suspended")["status"] == "True"
+    patch_spec(harness, "demo", {"runPolicy": {"suspend": False}})
+    eventually(lambda: replicas(harness) == 2, what="resumed")
+    eventually(lambda: condition(harness, "Suspended")["reason"] == "Resumed", what="Suspended=False")
+
+
+def test_active_deadline_fails_the_job(harness):
+    harness.start_operator()
+    create_job(harness, job_document(runPolicy={"activeDeadlineSeconds": 1}))
+    wait_phase(harness, "Pending")
+    set_worker_pod(harness, 0, container_status("running"))
+    wait_phase(harness, "Failed", timeout=20)
+    assert condition(harness, "Failed")["reason"] == "DeadlineExceeded"
+    eventually(lambda: replicas(harness) == 0, what="scaled to zero")
+
+
+def test_ttl_after_finished_deletes_the_job_and_its_children(harness):
+    harness.start_operator()
+    create_job(harness, job_document(evaluation={"enabled": False}, runPolicy={"ttlSecondsAfterFinished": 1}))
+    wait_phase(harness, "Pending")
+    set_worker_pod(harness, 0, container_status("terminated", 0))
+    wait_phase(harness, "Succeeded")
+    eventually(lambda: get_job(harness) is None, what="job deleted by TTL")
+    eventually(lambda: not harness.objects("StatefulSet", "demo") and not harness.objects("ConfigMap", "demo"),
+               what="children collected")
+
+
+def test_elastic_resize_changes_the_worker_count(harness):
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}))
+    eventually(lambda: replicas(harness) == 2, what="two workers")
+    patch_spec(harness, "demo", {"resources": {"nodes": 3, "elastic": {"minNodes": 1, "maxNodes": 4}}})
+    eventually(lambda: replicas(harness) == 3, what="three workers")
+    env = harness.cluster.stateful_set(NS, "demo-worker")["spec"]["template"]["spec"]["containers"][0]["env"]
+    assert {"name": "PET_NNODES", "value": "1:4"} in env
+
+
+def test_deleting_a_job_removes_everything_it_created(harness):
+    harness.start_operator()
+    create_job(harness, job_document())
+    eventually(lambda: harness.objects("StatefulSet", "demo"), what="children")
+    harness.cluster.delete_job(NS, "demo")
+    eventually(lambda: all(not harness.objects(kind, "demo")
+                           for kind in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]),
+               what="children deleted")
+
+
+class CrashingCluster:
+    """The operator's cluster access, dying after a number of creates (an operator crash)."""
+
+    def __init__(self, cluster, creates_before_crash):
+        self._cluster, self._left = cluster, creates_before_crash
+
+    def __getattr__(self, name):
+        return getattr(self._cluster, name)
+
+    def create(self, manifest):
+        if self._left == 0:
+            raise RuntimeError("operator killed mid-reconcile")
+        self._left -= 1
+        return self._cluster.create(manifest)
+
+
+@pytest.mark.parametrize("creates_before_crash", [0, 1, 2, 3])
+def test_an_operator_restarted_mid_reconcile_leaves_one_of_each_child(harness, creates_before_crash):
+    from kubetune.handlers.cluster import Cluster
+    import kubernetes.client
+
+    crashing = CrashingCluster(Cluster(kubernetes.client.ApiClient(
+        kubernetes.client.Configuration(host=harness.url)), request_timeout=3), creates_before_crash)
+    harness.start_operator(cluster=crashing)
+    create_job(harness, job_document())
+    eventually(lambda: len([k for k in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]
+                            if harness.objects(k, "demo")]) >= creates_before_crash, what="partial reconcile")
+    harness.stop_operator()
+    harness.start_operator()
+    wait_phase(harness, "Pending")
+    for kind in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]:
+        assert len(harness.objects(kind, "demo")) == 1, kind
+    harness.stop_operator()
+    harness.start_operator()  # and once more, with everything already there
+    set_worker_pod(harness, 0, container_status("running"))
+    wait_phase(harness, "Training")
+    for kind in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]:
+        assert len(harness.objects(kind, "demo")) == 1, kind
+
+
+def test_malformed_job_fails_naming_the_field_and_others_keep_running(harness, caplog):
+    caplog.set_level(logging.INFO)
+    harness.start_operator()
+    bad = job_document("broken")
+    bad["spec"]["resources"] = {"nodes": "two"}  # what the CRD schema would have refused
+    create_job(harness, bad)
+    create_job(harness, job_document("healthy"))
+    wait_phase(harness, "Failed", name="broken")
+    failed = condition(harness, "Failed", name="broken")
+    assert failed["reason"] == "InvalidSpec" and "spec.resources.nodes" in failed["message"]
+    wait_phase(harness, "Pending", name="healthy")
+    assert not harness.objects("StatefulSet", "broken")
+    tracebacks = [r for r in caplog.records if r.exc_info and "kubetune" in str(r.exc_info[1].__traceback__.tb_frame)]
+    errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+    assert not tracebacks and not errors, [r.getMessage() for r in errors]
+
+
+def test_chained_job_waits_for_its_upstream_and_reads_its_output(harness):
+    harness.start_operator()
+    create_job(harness, job_document("dpo", method="dpo", model={"source": "job://sft"}))
+    eventually(lambda: condition(harness, "Created", name="dpo")["reason"] == "WaitingForUpstream", what="waiting")
+    assert not harness.objects("StatefulSet", "dpo")
+    create_job(harness, job_document("sft", evaluation={"enabled": False}, output={"claimName": "models"}))
+    eventually(lambda: harness.objects("StatefulSet", "sft"), what="sft workers")
+    set_worker_pod(harness, 0, container_status("terminated", 0), job="sft")
+    wait_phase(harness, "Succeeded", name="sft")
+    eventually(lambda: harness.objects("StatefulSet", "dpo"), what="dpo starts after sft")
+    volumes = harness.objects("StatefulSet", "dpo")[0]["spec"]["template"]["spec"]["volumes"]
+    assert {"name": "input-models", "persistentVolumeClaim": {"claimName": "models", "readOnly": True}} in volumes
+
+
+def free_port():
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_kubetune_operator_command_serves_liveness_and_metrics(harness, tmp_path):
+    """The command the Helm chart runs, against the API server through a kubeconfig."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import urllib.request
+
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump({
+        "apiVersion": "v1", "kind": "Config", "current-context": "test",
+        "clusters": [{"name": "test", "cluster": {"server": harness.url}}],
+        "users": [{"name": "test", "user": {}}],
+        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
+    liveness, metrics = free_port(), free_port()
+    command = [str(Path(sys.executable).parent / "kubetune"), "operator", "--namespace", NS,
+               "--liveness-port", str(liveness), "--metrics-port", str(metrics), "--interval", "0.5"]
+    log = open(tmp_path / "operator.log", "w")
+    process = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": str(kubeconfig)}, stdout=log,
+                               stderr=subprocess.STDOUT)
+    try:
+        def healthy():
+            try:
+                return urllib.request.urlopen(f"http://127.0.0.1:{liveness}/healthz", timeout=1).status == 200
+            except OSError:
+                return False
+
+        eventually(healthy, timeout=60, what="liveness endpoint")
+        create_job(harness, job_document())
+        wait_phase(harness, "Pending", timeout=30)
+        text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2).read().decode()
+        assert 'kubetune_jobs{namespace="ml",phase="Pending"} 1.0' in text
+        assert "kubetune_reconcile_duration_seconds_count" in text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            raise
+    output = (tmp_path / "operator.log").read_text()
+    assert "Traceback" not in output, output[-3000:]
