@@ -83,6 +83,7 @@ class Harness:
         context = OperatorContext(cluster or Cluster(kubernetes.client.ApiClient(
             kubernetes.client.Configuration(host=self.url)), request_timeout=3), settings, OperatorMetrics(),
             post_event=self._record_event, progress_timeout=0.5)
+        self.context = context
         registry = make_registry(context, interval=interval, login=False)
 
         @kopf.on.login(registry=registry)
@@ -101,7 +102,6 @@ class Harness:
             return task
 
         self._operator = asyncio.run_coroutine_threadsafe(start(), self._loop).result(timeout=20)
-        self.context = context
         return context
 
     def stop_operator(self) -> None:
@@ -119,8 +119,8 @@ class Harness:
             self._connect()
 
     def _record_event(self, body: dict, kind: str, reason: str, message: str) -> None:
+        self.context.cluster.post_event(body, kind, reason, message)
         self.events.append((body["metadata"]["name"], kind, reason, message))
-        kopf.event(body, type=kind, reason=reason, message=message)
 
     # --- for tests --------------------------------------------------------------------------
 

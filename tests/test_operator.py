@@ -174,10 +174,14 @@ def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
     status = get_job(harness)["status"]
     assert status["evaluation"]["metrics"]["loss"] == {"tuned": 1.2, "base": 2.4, "delta": pytest.approx(-1.2)}
     assert condition(harness, "Succeeded")["status"] == "True" and status["completionTime"]
-    reasons = [reason for _, reason, _ in events_of(harness)]
-    for reason in ["Pending", "Initializing", "Training", "Checkpoint", "Evaluating", "Trained", "Succeeded",
-                   "Evaluated"]:
-        assert reason in reasons, reasons
+    expected = {"Pending", "Initializing", "Training", "Checkpoint", "Evaluating", "Trained", "Succeeded", "Evaluated"}
+    try:
+        eventually(lambda: expected <= {reason for _, reason, _ in events_of(harness)}, what="events")
+    except AssertionError:
+        raise AssertionError(f"events: {events_of(harness)}")
+    phase_events = [reason for _, reason, _ in events_of(harness) if reason in
+                    ("Pending", "Initializing", "Training", "Evaluating", "Succeeded")]
+    assert phase_events == ["Pending", "Initializing", "Training", "Evaluating", "Succeeded"]  # once each
     # After success, a worker the StatefulSet restarts is scaled away again: nothing trains twice.
     harness.cluster.patch_stateful_set(NS, "demo-worker", {"spec": {"replicas": 2}})
     eventually(lambda: replicas(harness) == 0, what="workers kept at zero")
@@ -243,7 +247,11 @@ def test_ttl_after_finished_deletes_the_job_and_its_children(harness):
     wait_phase(harness, "Pending")
     set_worker_pod(harness, 0, container_status("terminated", 0))
     wait_phase(harness, "Succeeded")
-    eventually(lambda: get_job(harness) is None, what="job deleted by TTL")
+    try:
+        eventually(lambda: get_job(harness) is None, what="job deleted by TTL")
+    except AssertionError:
+        stuck = get_job(harness)
+        raise AssertionError(f"not deleted: {stuck['metadata']} {stuck['status'].get('phase')}")
     eventually(lambda: not harness.objects("StatefulSet", "demo") and not harness.objects("ConfigMap", "demo"),
                what="children collected")
 
@@ -291,10 +299,11 @@ def test_an_operator_restarted_mid_reconcile_leaves_one_of_each_child(harness, c
 
     crashing = CrashingCluster(Cluster(kubernetes.client.ApiClient(
         kubernetes.client.Configuration(host=harness.url)), request_timeout=3), creates_before_crash)
-    harness.start_operator(cluster=crashing)
+    crashed = harness.start_operator(cluster=crashing)
     create_job(harness, job_document())
-    eventually(lambda: len([k for k in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]
-                            if harness.objects(k, "demo")]) >= creates_before_crash, what="partial reconcile")
+    eventually(lambda: crashed.metrics.reconcile_errors.labels(NS)._value.get() > 0, what="the crash")
+    assert len([k for k in ["ConfigMap", "PersistentVolumeClaim", "Service", "StatefulSet"]
+                if harness.objects(k, "demo")]) == creates_before_crash
     harness.stop_operator()
     harness.start_operator()
     wait_phase(harness, "Pending")

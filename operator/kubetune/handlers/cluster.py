@@ -7,12 +7,13 @@ functional core never sees client model classes.
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 from typing import Any, Optional
 
 import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
-from ..api.models import GROUP, PLURAL, VERSION
+from ..api.models import GROUP, KIND, PLURAL, VERSION
 
 USER_AGENT = "kubetune-operator/0.1.0"
 from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
@@ -51,6 +52,15 @@ class Cluster:
     def fine_tune_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
         return self._read(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
 
+    def fine_tune_jobs(self, namespaces: list[str]) -> list[dict[str, Any]]:
+        """Every FineTuneJob in these namespaces (all namespaces when none are named)."""
+        if not namespaces:
+            response = self.custom.list_cluster_custom_object(GROUP, VERSION, PLURAL, _preload_content=False,
+                                                              _request_timeout=self.timeout)
+            return _plain(response)["items"]
+        return [item for namespace in namespaces for item in _plain(self.custom.list_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, _preload_content=False, _request_timeout=self.timeout))["items"]]
+
     def pods(self, namespace: str, job_name: str, role: str) -> list[dict[str, Any]]:
         selector = f"{JOB_NAME_LABEL}={job_name},{ROLE_LABEL}={role}"
         response = self.core.list_namespaced_pod(namespace, label_selector=selector, _preload_content=False,
@@ -80,6 +90,21 @@ class Cluster:
     def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.apps.patch_namespaced_stateful_set(name, namespace, patch, _preload_content=False,
                                                 _request_timeout=self.timeout)
+
+    def post_event(self, job: dict[str, Any], kind: str, reason: str, message: str) -> None:
+        """A core/v1 Event about the job (what `kubectl describe ftj` and `kubectl events` show)."""
+        meta = job["metadata"]
+        now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        event = {
+            "apiVersion": "v1", "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {"apiVersion": job.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": job.get("kind", KIND),
+                               "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
+            "type": kind, "reason": reason, "message": message[:1024], "count": 1,
+            "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubetune-operator"},
+        }
+        self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False,
+                                          _request_timeout=self.timeout)
 
     def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
         self.custom.patch_namespaced_custom_object_status(

@@ -13,7 +13,7 @@ from ..render import RenderSettings
 from .cluster import Cluster
 from .metrics import OperatorMetrics
 from .reconcile import OperatorContext
-from .registry import kopf_event_poster, make_registry
+from .registry import make_registry
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -33,10 +33,10 @@ def run_operator(
     interval: float,
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    context = OperatorContext(Cluster(api_client()), settings, OperatorMetrics(), post_event=kopf_event_poster)
+    context = OperatorContext(Cluster(api_client()), settings, OperatorMetrics())
     start_http_server(metrics_port, registry=context.metrics.registry)
     kopf.run(
-        registry=make_registry(context, interval),
+        registry=make_registry(context, interval, namespaces=namespaces),
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",

@@ -98,28 +98,42 @@ def apply(context: OperatorContext, job: FineTuneJob, decision: Decision) -> Non
             cluster.delete_job(namespace, job.metadata.name)
 
 
-def reconcile(context: OperatorContext, body: dict[str, Any]) -> Decision:
+def reconcile(context: OperatorContext, body: dict[str, Any]) -> Optional[Decision]:
     """Bring one job one step closer to its spec, and record where it stands."""
     meta = body["metadata"]
     namespace, name = meta.get("namespace", "default"), meta["name"]
     with context.lock(namespace, name), context.metrics.reconcile_seconds.time():
-        status = dict(body.get("status") or {})
         try:
-            job, problems = parse_job(body), []
-        except InvalidJob as error:
-            job, problems = None, [str(problem) for problem in error.problems]
-        if job is not None:
-            job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": meta.get("uid")})})
-            status.setdefault("output", output_location(job).to_status())
-        training = status.get("phase") in ("Training", "Initializing")
-        observed = observe(context, job, training) if job else Observed(now=context.clock())
-        decision = decide(job, problems, status, observed, meta.get("generation"))
-        if job is not None:
-            apply(context, job, decision)
-        if decision.status != (body.get("status") or {}):
-            context.cluster.patch_job_status(namespace, name, decision.status)
-        _report(context, body, decision)
-        return decision
+            # Re-read under the lock: the body a trigger carried may predate another reconcile.
+            current = context.cluster.fine_tune_job(namespace, name)
+            if current is None:
+                context.metrics.forget(namespace, name)
+                return None
+            return _reconcile(context, current, namespace, name)
+        except Exception:
+            context.metrics.reconcile_errors.labels(namespace).inc()
+            raise  # kopf retries with backoff
+
+
+def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, name: str) -> Decision:
+    meta = body["metadata"]
+    status = dict(body.get("status") or {})
+    try:
+        job, problems = parse_job(body), []
+    except InvalidJob as error:
+        job, problems = None, [str(problem) for problem in error.problems]
+    if job is not None:
+        job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": meta.get("uid")})})
+        status.setdefault("output", output_location(job).to_status())
+    training = status.get("phase") in ("Training", "Initializing")
+    observed = observe(context, job, training) if job else Observed(now=context.clock())
+    decision = decide(job, problems, status, observed, meta.get("generation"))
+    if job is not None:
+        apply(context, job, decision)
+    if decision.status != (body.get("status") or {}):
+        context.cluster.patch_job_status(namespace, name, decision.status)
+    _report(context, body, decision)
+    return decision
 
 
 def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) -> None:
@@ -132,6 +146,6 @@ def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) 
             context.metrics.job_duration.labels(decision.phase).observe(max(seconds, 0))
     if decision.status.get("evaluation"):
         context.metrics.observe_evaluation(namespace, name, decision.status["evaluation"].get("metrics", {}))
-    if context.post_event:
-        for event in decision.events:
-            context.post_event(body, event.type, event.reason, event.message)
+    post = context.post_event or context.cluster.post_event
+    for event in decision.events:
+        post(body, event.type, event.reason, event.message)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from typing import Any
+from typing import Any, Optional
 
 import kopf
 
@@ -16,7 +17,25 @@ def plain(body: Any) -> dict[str, Any]:
     return json.loads(json.dumps(body, default=dict))
 
 
-def make_registry(context: OperatorContext, interval: float = 10.0, login: bool = True) -> kopf.OperatorRegistry:
+async def resync(context: OperatorContext, interval: float, namespaces: list[str], logger: Any) -> None:
+    """Reconcile every job every `interval` seconds, until the operator stops."""
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            jobs = await asyncio.to_thread(context.cluster.fine_tune_jobs, namespaces)
+        except Exception as error:  # the API server may be briefly away; try again next round
+            logger.warning(f"resync: cannot list FineTuneJobs: {error}")
+            continue
+        for job in jobs:
+            try:
+                await asyncio.to_thread(reconcile, context, job)
+            except Exception as error:
+                logger.warning(f"resync of {job['metadata']['name']}: {error}")
+
+
+def make_registry(context: OperatorContext, interval: float = 10.0, login: bool = True,
+                  namespaces: Optional[list[str]] = None) -> kopf.OperatorRegistry:
+    namespaces = list(namespaces or [])
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -38,10 +57,12 @@ def make_registry(context: OperatorContext, interval: float = 10.0, login: bool 
     def job_changed(body: kopf.Body, **_: Any) -> None:
         reconcile(context, plain(body))
 
-    # Pods and Jobs change without the FineTuneJob changing: a timer follows them.
-    @kopf.timer(GROUP, VERSION, PLURAL, interval=interval, registry=registry)
-    def job_tick(body: kopf.Body, **_: Any) -> None:
-        reconcile(context, plain(body))
+    # Pods, Jobs and clocks change without the FineTuneJob changing: one resync loop follows
+    # them. (A per-job kopf timer would put kopf's finalizer on every job, and a job could
+    # then not be deleted while the operator is down.)
+    @kopf.on.startup(registry=registry)
+    async def start_resync(logger: kopf.Logger, **_: Any) -> None:
+        asyncio.create_task(resync(context, interval, namespaces, logger))
 
     @kopf.on.event("", "v1", "pods", labels={ROLE_LABEL: kopf.PRESENT, JOB_NAME_LABEL: kopf.PRESENT},
                    registry=registry)
@@ -54,6 +75,3 @@ def make_registry(context: OperatorContext, interval: float = 10.0, login: bool 
 
     return registry
 
-
-def kopf_event_poster(body: dict[str, Any], kind: str, reason: str, message: str) -> None:
-    kopf.event(body, type=kind, reason=reason, message=message)
