@@ -147,5 +147,5 @@ def build_trainer(config: dict[str, Any], callbacks: list[Any]):
     if quantization is not None:
         kwargs["quantization_config"] = quantization
     if method in ("grpo", "rloo"):
-        kwargs["reward_funcs"], _ = reward_funcs(config["rewards"])
+        kwargs["reward_funcs"] = reward_funcs(config["rewards"])
     return getattr(trl, TRL_CLASSES[method][1])(**kwargs)

@@ -32,12 +32,12 @@ def reward_function(name: str) -> Callable[..., list[float]]:
     return function
 
 
-def reward_funcs(rewards: list[dict[str, Any]]) -> tuple[list[Any], list[float]]:
-    """(reward_funcs for the TRL trainer, their weights)."""
+def reward_funcs(rewards: list[dict[str, Any]]) -> list[Any]:
+    """reward_funcs for the TRL trainer: functions, or reward-model references."""
     functions: list[Any] = []
     for index, reward in enumerate(rewards):
         if reward.get("function"):
             functions.append(reward_function(reward["function"]))
         else:
             functions.append(model_reference(reward["location"], f"spec.rewards[{index}].model"))
-    return functions, [float(reward.get("weight", 1.0)) for reward in rewards]
+    return functions

@@ -13,6 +13,7 @@ from .. import contract
 from ..api.models import FineTuneJob
 from ..api.validation import InvalidJob, parse_job
 from ..lifecycle import Decision, Observed, decide, evaluation_run, worker_pod, worker_set
+from ..lifecycle.conditions import seconds_since
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
@@ -49,40 +50,40 @@ def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[dict[s
         return None
 
 
-def observe(context: OperatorContext, job: FineTuneJob, training: bool) -> Observed:
+def upstream_statuses(context: OperatorContext, job: FineTuneJob) -> dict[str, Optional[dict[str, Any]]]:
+    """The status of each job:// upstream (None: it does not exist)."""
+    bodies = {name: context.cluster.fine_tune_job(job.metadata.namespace, name) for name in upstream_jobs(job)}
+    return {name: (body.get("status") or {}) if body else None for name, body in bodies.items()}
+
+
+def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Optional[dict]], training: bool) -> Observed:
     cluster, namespace, name = context.cluster, job.metadata.namespace, job.metadata.name
     pods = cluster.pods(namespace, name, "worker")
     evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
-    upstream = {}
-    for upstream_name in upstream_jobs(job):
-        body = cluster.fine_tune_job(namespace, upstream_name)
-        upstream[upstream_name] = ((body or {}).get("status") or {}).get("phase") if body else None
     return Observed(
         now=context.clock(),
         workers=worker_set(cluster.stateful_set(namespace, worker_set_name(name))),
         pods=tuple(worker_pod(pod) for pod in pods),
         evaluation=evaluation_run(evaluation, cluster.pods(namespace, name, "evaluator") if evaluation else []),
-        upstream=upstream,
+        upstream={upstream_name: status.get("phase") if status is not None else None
+                  for upstream_name, status in upstream.items()},
         progress=read_progress(pods, context.progress_timeout) if training else None,
     )
 
 
-def upstream_outputs(context: OperatorContext, job: FineTuneJob) -> dict[str, OutputLocation]:
+def upstream_outputs(upstream: dict[str, Optional[dict[str, Any]]]) -> dict[str, OutputLocation]:
     """Where each job:// upstream wrote its model, as it reported in status.output."""
-    outputs = {}
-    for name in upstream_jobs(job):
-        output = ((context.cluster.fine_tune_job(job.metadata.namespace, name) or {}).get("status") or {}).get("output")
-        if output:
-            outputs[name] = OutputLocation.from_status(output)
-    return outputs
+    return {name: OutputLocation.from_status(status["output"])
+            for name, status in upstream.items() if status and status.get("output")}
 
 
-def apply(context: OperatorContext, job: FineTuneJob, decision: Decision) -> None:
+def apply(context: OperatorContext, job: FineTuneJob, decision: Decision,
+          upstream: dict[str, Optional[dict[str, Any]]]) -> None:
     cluster, namespace = context.cluster, job.metadata.namespace
     kinds = {action.kind for action in decision.actions}
     rendered = None
     if kinds & {"ensure_training_objects", "ensure_evaluation_job"}:
-        rendered = render_job(job, context.settings, upstream_outputs(context, job))
+        rendered = render_job(job, context.settings, upstream_outputs(upstream))
     for action in decision.actions:
         if action.kind == "ensure_training_objects":
             for manifest in rendered.training_objects():
@@ -123,13 +124,13 @@ def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, n
     except InvalidJob as error:
         job, problems = None, [str(problem) for problem in error.problems]
     if job is not None:
-        job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": meta.get("uid")})})
         status.setdefault("output", output_location(job).to_status())
     training = status.get("phase") in ("Training", "Initializing")
-    observed = observe(context, job, training) if job else Observed(now=context.clock())
+    upstream = upstream_statuses(context, job) if job else {}
+    observed = observe(context, job, upstream, training) if job else Observed(now=context.clock())
     decision = decide(job, problems, status, observed, meta.get("generation"))
     if job is not None:
-        apply(context, job, decision)
+        apply(context, job, decision, upstream)
     if decision.status != (body.get("status") or {}):
         context.cluster.patch_job_status(namespace, name, decision.status)
     _report(context, body, decision)
@@ -141,8 +142,7 @@ def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) 
     if context.metrics.observe_phase(namespace, name, decision.phase) and decision.phase in ("Succeeded", "Failed"):
         started = decision.status.get("startTime")
         if started:
-            seconds = (context.clock() - datetime.strptime(started, "%Y-%m-%dT%H:%M:%SZ").replace(
-                tzinfo=timezone.utc)).total_seconds()
+            seconds = seconds_since(started, context.clock())
             context.metrics.job_duration.labels(decision.phase).observe(max(seconds, 0))
     if decision.status.get("evaluation"):
         context.metrics.observe_evaluation(namespace, name, decision.status["evaluation"].get("metrics", {}))

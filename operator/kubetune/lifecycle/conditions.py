@@ -8,8 +8,16 @@ from typing import Any, Optional
 CONDITION_TYPES = ["Created", "Running", "Restarting", "Suspended", "Trained", "Evaluated", "Succeeded", "Failed"]
 
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+
+
 def timestamp(now: datetime) -> str:
-    return now.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return now.strftime(TIME_FORMAT)
+
+
+def seconds_since(since: str, now: datetime) -> float:
+    """Seconds from a status timestamp to now."""
+    return (now - datetime.strptime(since, TIME_FORMAT).replace(tzinfo=now.tzinfo)).total_seconds()
 
 
 def find(conditions: list[dict[str, Any]], kind: str) -> Optional[dict[str, Any]]:

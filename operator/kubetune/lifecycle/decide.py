@@ -18,12 +18,11 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
 from typing import Any, Literal, Optional
 
 from .. import contract
 from ..api.models import FineTuneJob
-from .conditions import find, is_true, set_condition, timestamp
+from .conditions import find, is_true, seconds_since, set_condition, timestamp
 from .observed import Observed, Termination
 
 ActionKind = Literal["ensure_training_objects", "scale_workers", "ensure_evaluation_job", "delete_job"]
@@ -122,7 +121,7 @@ def decide(
 
     state.status.setdefault("startTime", timestamp(observed.now))
     deadline = job.spec.run_policy.active_deadline_seconds
-    if deadline and not job.spec.run_policy.suspend and _elapsed(state.status["startTime"], observed.now) >= deadline:
+    if deadline and not job.spec.run_policy.suspend and seconds_since(state.status["startTime"], observed.now) >= deadline:
         return state.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline})")
     permanent = _first_termination(observed, lambda t: t.exit_code == contract.EXIT_PERMANENT)
     if permanent:
@@ -197,7 +196,7 @@ def _finished(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
         state.actions.append(Action("scale_workers", 0))
     ttl = job.spec.run_policy.ttl_seconds_after_finished
     finished_at = state.status.get("completionTime")
-    if ttl is not None and finished_at and _elapsed(finished_at, observed.now) >= ttl:
+    if ttl is not None and finished_at and seconds_since(finished_at, observed.now) >= ttl:
         state.actions.append(Action("delete_job"))
     return state.finish(state.status["phase"])
 
@@ -245,7 +244,3 @@ def _first_termination(observed: Observed, matches) -> Optional[Termination]:
                 return termination
     return None
 
-
-def _elapsed(since: str, now: datetime) -> float:
-    start = datetime.strptime(since, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=now.tzinfo)
-    return (now - start) / timedelta(seconds=1)
