@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-BUILD_VERSION = "1"
+BUILD_VERSION = "2"
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
@@ -27,7 +27,8 @@ FORMAT_FOR_METHOD = {
     "grpo": "prompt_only",
     "rloo": "prompt_only",
 }
-FORMATS = ["messages", "prompt_completion", "text", "preference", "unpaired_preference", "prompt_only", "prompt_answer"]
+FORMATS = ["messages", "prompt_completion", "text", "preference", "unpaired_preference", "prompt_only", "prompt_answer",
+           "humaneval", "apps"]
 SPLITS = {"train": 256, "test": 32}
 
 
@@ -88,18 +89,22 @@ def _rows(fmt: str, question: str, right: str, wrong: str, index: int) -> list[d
     raise ValueError(fmt)
 
 
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(record) + "\n" for record in records))
+
+
 def _write_data(root: Path) -> list[str]:
+    from .code_samples import CODE_DATA
+
     texts = []
     for split, count in SPLITS.items():
         questions = _questions(count, seed=len(split))
         texts += [f"{q} {r} {w}" for q, r, w in questions]
         for fmt in FORMATS:
-            folder = root / "data" / fmt
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / f"{split}.jsonl", "w") as handle:
-                for index, row in enumerate(questions):
-                    for record in _rows(fmt, *row, index):
-                        handle.write(json.dumps(record) + "\n")
+            records = CODE_DATA.get(fmt) or [
+                record for index, row in enumerate(questions) for record in _rows(fmt, *row, index)]
+            _write_jsonl(root / "data" / fmt / f"{split}.jsonl", records)
     return texts
 
 
@@ -121,7 +126,8 @@ def _build(root: Path) -> None:
     fast.save_pretrained(model_dir)
     config = LlamaConfig(
         vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        num_attention_heads=2, num_key_value_heads=1,  # head_dim 32: vLLM's CPU attention needs >= 32
+        max_position_embeddings=512,
         pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, bos_token_id=None,
         tie_word_embeddings=True,
     )
