@@ -11,7 +11,7 @@ MINIMAL_JOB = {
     "apiVersion": "kubetune.io/v1alpha1",
     "kind": "FineTuneJob",
     "metadata": {"name": "demo", "namespace": "ml"},
-    "spec": {"model": {"source": "builtin://tiny"}, "dataset": {"source": "builtin://tiny"}},
+    "spec": {"model": {"source": "builtin://tiny"}, "dataset": {"source": "builtin://tiny", "evalSplit": "test"}},
 }
 
 

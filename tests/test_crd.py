@@ -136,6 +136,7 @@ def test_every_cel_rule_holds_for_the_examples(path, document):
             assert evaluate_rule(rule["rule"], value), (rule_path, rule["rule"])
 
 
+LOSS = {"evaluation": {"metrics": ["loss"]}}
 CEL_CASES = [
     # (schema path of the rule's object, a value that breaks it, words of the rule's message)
     (".spec.distributed", {"strategy": "ddp", "offload": "optimizer"}, "offload needs"),
@@ -146,9 +147,13 @@ CEL_CASES = [
     (".spec.output", {"claimName": "models", "claimTemplate": {"size": "1Gi"}}, "not both"),
     (".spec.rewards[]", {"function": "accuracy_reward", "model": "job://rm", "weight": 1.0}, "either"),
     (".spec.rewards[]", {"weight": 1.0}, "either"),
-    (".spec", {"method": "sft", "resources": {"gpusPerNode": 0}, "peft": {"method": "qlora"}}, "qlora"),
-    (".spec", {"method": "grpo", "resources": {"gpusPerNode": 0}}, "at least one"),
-    (".spec", {"method": "dpo", "resources": {"gpusPerNode": 0}, "rewards": [{"function": "f"}]}, "only to"),
+    (".spec", {"method": "sft", "resources": {"gpusPerNode": 0}, "peft": {"method": "qlora"}, **LOSS}, "qlora"),
+    (".spec", {"method": "grpo", "resources": {"gpusPerNode": 0}, **LOSS}, "at least one"),
+    (".spec", {"method": "dpo", "resources": {"gpusPerNode": 0}, "rewards": [{"function": "f"}], **LOSS}, "only to"),
+    (".spec", {"method": "grpo", "resources": {"gpusPerNode": 0}, "rewards": [{"function": "f"}],
+               "evaluation": {"metrics": ["reward"]}}, "needs a reward model"),
+    (".spec", {"method": "reward", "resources": {"gpusPerNode": 0}, "evaluation": {"metrics": ["loss", "pass@1"]}},
+     "does not generate"),
     ("", {"metadata": {"name": "x" * 46}, "spec": {"model": {"source": "hf://a/b"}}}, "at most 45"),
     ("", {"metadata": {"name": "loop"}, "spec": {"model": {"source": "job://loop"}}}, "its own output"),
 ]

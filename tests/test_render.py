@@ -201,6 +201,10 @@ def test_evaluation_job_fails_fast_on_the_permanent_exit_code():
     rule = job["spec"]["podFailurePolicy"]["rules"][0]
     assert rule["action"] == "FailJob" and rule["onExitCodes"]["values"] == [contract.EXIT_PERMANENT]
     assert rendered(with_spec(evaluation={"enabled": False})).evaluation_job is None
+    no_data = with_spec(dataset={"source": "builtin://tiny"})
+    assert rendered(no_data).evaluation_job is None
+    assert rendered(with_spec(dataset={"source": "builtin://tiny"},
+                              evaluation={"dataset": {"source": "pvc://data/eval"}})).evaluation_job is not None
 
 
 def test_images_come_from_settings_unless_the_spec_names_one():

@@ -334,6 +334,13 @@ class FineTuneJobSpec(KubeModel):
          "message": "grpo and rloo need at least one entry in rewards", "fieldPath": ".rewards"},
         {"rule": "!has(self.rewards) || size(self.rewards) == 0 || self.method in ['grpo', 'rloo']",
          "message": "rewards apply only to methods grpo and rloo", "fieldPath": ".rewards"},
+        {"rule": "!('reward' in self.evaluation.metrics) || self.method == 'reward' || "
+                 "(has(self.rewards) && self.rewards.exists(r, has(r.model)))",
+         "message": "the reward metric needs a reward model: method reward, or a rewards entry with a model",
+         "fieldPath": ".evaluation.metrics"},
+        {"rule": "self.method != 'reward' || self.evaluation.metrics.all(m, m in ['loss', 'reward'])",
+         "message": "a reward model does not generate: evaluate it with metrics loss and reward",
+         "fieldPath": ".evaluation.metrics"},
     )
 
     method: Method = Field("sft", description="TRL trainer: sft, dpo, grpo, rloo, reward or kto.")
@@ -352,6 +359,14 @@ class FineTuneJobSpec(KubeModel):
     evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
     run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec)
     credentials: CredentialsSpec = Field(default_factory=CredentialsSpec)
+
+    def evaluation_skipped_because(self) -> str | None:
+        """Why no evaluation runs after training, or None when one does."""
+        if not self.evaluation.enabled:
+            return "evaluation is disabled"
+        if self.evaluation.dataset is None and self.dataset.eval_split is None:
+            return "no evaluation data (set evaluation.dataset or dataset.evalSplit)"
+        return None
 
 
 # --- status ----------------------------------------------------------------------------

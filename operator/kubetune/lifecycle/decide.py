@@ -174,8 +174,9 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
     # Workers restart after success (a StatefulSet always does); they must not stay up.
     state.actions.append(Action("scale_workers", 0))
     state.status["workers"]["desired"] = 0
-    if not job.spec.evaluation.enabled:
-        state.condition("Succeeded", True, "TrainingSucceeded", "trained; evaluation is disabled")
+    skipped = job.spec.evaluation_skipped_because()
+    if skipped:
+        state.condition("Succeeded", True, "TrainingSucceeded", f"trained; {skipped}")
         return state.finish("Succeeded")
     evaluation = observed.evaluation
     if evaluation is None or not (evaluation.succeeded or evaluation.failed):

@@ -67,7 +67,7 @@ def render_job(
         stateful_set=worker_stateful_set(job, settings, output, sources, config_hash),
         output_claim=_output_claim(job, output),
         evaluation_job=(
-            evaluation_job(job, settings, output, sources, config_hash) if job.spec.evaluation.enabled else None
+            None if job.spec.evaluation_skipped_because() else evaluation_job(job, settings, output, sources, config_hash)
         ),
     )
 
