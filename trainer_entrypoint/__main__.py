@@ -1,7 +1,8 @@
-"""python -m trainer_entrypoint {train | worker | build-tiny DIR}
+"""python -m trainer_entrypoint {train | worker | evaluate | build-tiny}
 
 train       the worker pod's command: checks completion, then runs torchrun (one per pod)
 worker      one torchrun rank: trains, checkpoints, saves, records completion
+evaluate    the evaluation Job's command: metrics of the trained model (and its base)
 build-tiny  make builtin://tiny (model, tokenizer, data) and print where it is
 """
 
@@ -18,6 +19,10 @@ def main(argv: list[str]) -> int:
         from .worker import main as work
 
         return work()
+    if command == "evaluate":
+        from .evaluation import main as evaluate
+
+        return evaluate()
     if command == "build-tiny":
         from .builtin import tiny_dir
 
