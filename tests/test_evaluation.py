@@ -172,11 +172,16 @@ def trained(tmp_path_factory):
                                                        "max_length": 64}),
     }
     trained_jobs = {}
-    for name, document in jobs.items():
+    for name in ["lora", "full", "reward", "grpo"]:
+        document = jobs[name]
         root = tmp_path_factory.mktemp(f"trained-{name}")
         _, config = write_local_config(document, root)
         train(config, progress_server=False)
         trained_jobs[name] = (document, root)
+        if name == "reward":  # the GRPO job's reward model is the one just trained
+            jobs["grpo"] = with_spec(method="grpo", training={"max_steps": 2, "per_device_train_batch_size": 4,
+                                                              "num_generations": 4, "max_completion_length": 8},
+                                     rewards=[{"function": "answer_match"}, {"model": config["output"]["model"]}])
     return trained_jobs
 
 
@@ -270,6 +275,29 @@ def test_a_reward_model_is_evaluated_on_preference_pairs(trained):
     assert metrics["loss"]["tuned"] > 0 and set(metrics["reward"]) == {"tuned", "base"}
     assert report["engine"] == "transformers"
     assert set(generations(report)[0]["tuned"]) >= {"chosen", "rejected"}
+
+
+def test_grpo_generations_are_scored_by_the_jobs_reward_model(trained):
+    evaluation = {"engine": "transformers", "metrics": ["reward", "contains"], "compareBase": True,
+                  "sampling": {"n": 2, "temperature": 1.0, "maxTokens": 8}}
+    code, message, report, output = evaluate(trained["grpo"], "grpo", evaluation)
+    assert code == 0, output[-3000:]
+    assert set(json.loads(message)["metrics"]["reward"]) == {"tuned", "base"}
+    rows = generations(report)
+    assert all(len(row["tuned"]["completions"]) == 2 and "reward" in row["tuned"] for row in rows)
+    # Scored by the job's reward model: the same number from that model loaded here.
+    import torch
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    reward_model = json.loads((trained["grpo"][1] / "config" / "config.json").read_text())["rewards"][1]["location"]
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model["path"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reward_model["path"])
+    row = rows[0]
+    texts = [tokenizer.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": c}], tokenize=False)
+             for c in row["tuned"]["completions"]]
+    with torch.no_grad():
+        scores = [float(model(**tokenizer(t, return_tensors="pt")).logits[0, 0]) for t in texts]
+    assert row["tuned"]["reward"] == pytest.approx(sum(scores) / len(scores), rel=1e-4)
 
 
 def test_a_metric_the_data_cannot_give_fails_permanently_naming_the_field(trained):

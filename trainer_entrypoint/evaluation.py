@@ -70,13 +70,14 @@ def _adapter_rank(folder: Path) -> Optional[int]:
 
 
 def merge_adapter(base: str, adapter: str, trust_remote_code: bool) -> str:
-    """Base weights with the adapter folded in, in a scratch folder."""
-    from peft import AutoPeftModelForCausalLM
-    from transformers import AutoTokenizer
+    """Base weights with the adapter folded in, in a scratch folder. The base is the job's
+    resolved model source, not the path recorded in adapter_config.json at training time."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
 
     target = tempfile.mkdtemp(prefix="kubetune-merged-")
-    model = AutoPeftModelForCausalLM.from_pretrained(adapter, trust_remote_code=trust_remote_code)
-    model.merge_and_unload().save_pretrained(target)
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=trust_remote_code)
+    PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(target)
     AutoTokenizer.from_pretrained(adapter).save_pretrained(target)
     print(f"kubetune: merged the adapter into {target}", flush=True)
     return target
