@@ -77,17 +77,17 @@ def train(config: dict[str, Any], progress_server: bool = True) -> dict[str, Any
         if os.environ.get(WEIGHT_DIGEST_ENV):
             digest_file = Path(os.environ[WEIGHT_DIGEST_ENV]) / f"rank-{rank()}.json"
             digest_file.write_text(json.dumps({"rank": rank(), "sha256": weights_digest(trainer)}))
-        trainer.accelerator.wait_for_everyone()
-        summary = {"rank": rank(), "worldSize": trainer.args.world_size,
-                   "globalStep": trainer.state.global_step, "trainLoss": result.training_loss,
-                   "resumedFrom": resume_from.name if resume_from else None}
         if rank() == 0:
             trainer.processing_class.save_pretrained(output["model"])
             write_completion(Path(output["completionRecord"]), config["job"].get("uid"),
                              trainer.state.global_step, output["model"], result.training_loss)
             if progress:
                 progress.update(phase="succeeded")
-        return summary
+        # No rank exits before the completion record exists: any worker exiting 0 means "trained".
+        trainer.accelerator.wait_for_everyone()
+        return {"rank": rank(), "worldSize": trainer.args.world_size,
+                "globalStep": trainer.state.global_step, "trainLoss": result.training_loss,
+                "resumedFrom": resume_from.name if resume_from else None}
     finally:
         if server:
             server.shutdown()
