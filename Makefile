@@ -29,8 +29,7 @@ $(VENV)/.installed-vllm: $(VENV)/.installed
 install: $(VENV)/.installed
 
 quickstart: install
-	$(VENV)/bin/kubetune validate examples/quickstart.yaml
-	$(VENV)/bin/kubetune render examples/quickstart.yaml
+	$(VENV)/bin/kubetune run examples/quickstart.yaml
 
 test: install $(VENV)/.installed-vllm
 	rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)/tmp

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from kubetune import contract
 from kubetune.api.validation import parse_job
+from kubetune.local import pods as local_pods
 from kubetune.render import render_job
 
 
@@ -18,21 +19,7 @@ def rendered_config(document, uid="uid-test"):
 
 def map_paths(value, root: Path):
     """Replace /output, /inputs and /etc/kubetune in every string of the config with run folders."""
-    mapping = {
-        contract.OUTPUT_DIR: str(root / "output"),
-        contract.INPUTS_DIR: str(root / "inputs"),
-        contract.CONFIG_DIR: str(root / "config"),
-    }
-    if isinstance(value, str):
-        for container_path, local in mapping.items():
-            if value == container_path or value.startswith(container_path + "/"):
-                return local + value[len(container_path):]
-        return value
-    if isinstance(value, list):
-        return [map_paths(v, root) for v in value]
-    if isinstance(value, dict):
-        return {k: map_paths(v, root) for k, v in value.items()}
-    return value
+    return local_pods.map_paths(value, local_pods.RunFolders(root).mapping)
 
 
 def write_local_config(document, root: Path, uid="uid-test"):
@@ -119,19 +106,4 @@ def wait_all(processes, timeout):
 
 
 def kill_pod(process):
-    """SIGKILL a pod's whole process tree, as the kubelet does by killing the container's cgroup.
-
-    torchrun starts its workers in sessions of their own, so killing the process group of the
-    pod's main process would leave them training."""
-    import psutil
-
-    try:
-        tree = psutil.Process(process.pid).children(recursive=True)
-    except psutil.NoSuchProcess:
-        tree = []
-    for member in [process] + tree:
-        try:
-            member.kill()
-        except (psutil.NoSuchProcess, ProcessLookupError):
-            pass
-    process.wait()
+    local_pods.kill_tree(process)

@@ -114,6 +114,77 @@ def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, ev
                  RenderSettings(trainer_image=trainer_image, evaluator_image=evaluator_image), interval)
 
 
+def _pick(jobs: list[FineTuneJob], name: Optional[str], file: str) -> FineTuneJob:
+    names = [job.metadata.name for job in jobs]
+    if name is None and len(jobs) == 1:
+        return jobs[0]
+    if name in names:
+        return jobs[names.index(name)]
+    click.echo(f"{file}: name a job with --job ({', '.join(names)})", err=True)
+    sys.exit(2)
+
+
+def local_overrides(job: FineTuneJob) -> dict[str, str]:
+    """This machine's caches win over the pod's, and local processes share the CPU cores."""
+    import os
+
+    overrides = {key: os.environ[key] for key in ("HF_HOME", "TORCH_EXTENSIONS_DIR") if key in os.environ}
+    if "OMP_NUM_THREADS" not in os.environ:
+        processes = job.spec.resources.nodes * job.spec.resources.processes
+        overrides["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // processes))
+    return overrides
+
+
+@main.command()
+@click.argument("file")
+@click.option("--job", "job_name", default=None, help="Which job of a file with several.")
+@click.option("--run-dir", default=None, help="Folder for the job's volumes and logs.  [default: kubetune-runs/NAME]")
+def run(file: str, job_name: Optional[str], run_dir: Optional[str]) -> None:
+    """Run a FineTuneJob on this machine: the operator's pods as local processes.
+
+    Running the same command again resumes from the last checkpoint (or, after success,
+    only evaluates again). Exit code 0: Succeeded; 1: Failed; 2: invalid input; 130: stopped.
+    """
+    import time
+
+    from rich.console import Console
+
+    from ..local.console import RunDisplay, summary_table
+    from ..local.run import LocalRun
+
+    loaded = list(load_jobs(file))
+    for item in loaded:
+        _report(item)
+    if any(item.problems for item in loaded):
+        sys.exit(2)
+    job = _pick([item.job for item in loaded if item.job], job_name, file)
+    upstream = [s for s in (job.spec.model.source, job.spec.dataset.source) if s.startswith("job://")]
+    if upstream:
+        click.echo(f"{file}: {upstream[0]}: job:// sources need the operator; locally, point at the upstream "
+                   f"run's output folder (kubetune-runs/NAME/output/model)", err=True)
+        sys.exit(2)
+    folder = Path(run_dir or Path("kubetune-runs") / job.metadata.name)
+    console = Console()
+    local = LocalRun.prepare(job, folder, folder / "cache", local_overrides(job))
+    console.print(f"kubetune: running {job.metadata.name} in {folder} (pod logs: {folder}/pods/*/log.txt)")
+    started = time.monotonic()
+    try:
+        with RunDisplay(console) as display:
+            decision = local.run(display.tick)
+    except KeyboardInterrupt:
+        checkpoint = local.newest_checkpoint()
+        console.print(f"stopped; every process is gone. Last checkpoint: {checkpoint or 'none yet'}. "
+                      f"Run the same command again to resume.")
+        sys.exit(130)
+    console.print(summary_table(decision, local.completion(), local.model_dir, time.monotonic() - started,
+                                display.first_step_seconds))
+    if decision.phase != "Succeeded":
+        logs = local.cluster.failed_worker_logs()
+        if logs:
+            console.print(f"last lines of the failed worker:\n{logs}", markup=False)
+    sys.exit(0 if decision.phase == "Succeeded" else 1)
+
+
 @main.command()
 def crd() -> None:
     """Print the FineTuneJob CustomResourceDefinition generated from the API models."""

@@ -1,0 +1,1 @@
+"""The local backend: rendered pods as processes on this machine (`kubetune run`, end-to-end tests)."""

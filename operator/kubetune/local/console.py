@@ -1,0 +1,82 @@
+"""What `kubetune run` shows: a live progress line while the job runs, a summary at the end."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Optional
+
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..lifecycle import Decision
+
+
+def _number(value: Optional[float], digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}g}"
+
+
+class RunDisplay:
+    def __init__(self, console: Console):
+        self.console = console
+        self.progress = Progress(
+            TextColumn("[bold]{task.fields[phase]:<12}"), BarColumn(), TextColumn("{task.fields[steps]}"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+            TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), console=console, transient=False)
+        self.task = self.progress.add_task("job", total=None, phase="Pending", steps="", loss="-", speed="-", eta="-")
+        self.started = time.monotonic()
+        self.first_step_seconds: Optional[float] = None
+
+    def __enter__(self) -> "RunDisplay":
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.progress.stop()
+
+    def tick(self, decision: Decision) -> None:
+        for event in decision.events:
+            style = "yellow" if event.type == "Warning" else "cyan"
+            self.console.print(f"[{style}]{event.reason}[/]: {event.message}")
+        progress = decision.status.get("progress") or {}
+        step, total = progress.get("step"), progress.get("totalSteps")
+        if step and self.first_step_seconds is None:
+            self.first_step_seconds = time.monotonic() - self.started
+        eta = progress.get("etaSeconds")
+        if total and decision.phase in ("Evaluating", "Succeeded"):
+            step = total  # the last poll may predate the final step
+        self.progress.update(
+            self.task, total=total, completed=step or 0, phase=decision.phase,
+            steps=f"{step}/{total}" if total else "", loss=_number(progress.get("loss")),
+            speed=_number(progress.get("tokensPerSecond"), 3), eta=f"{eta:.0f}s" if eta is not None else "-")
+
+
+def summary_table(decision: Decision, completion: Optional[dict[str, Any]], model_dir: str, wall_seconds: float,
+                  first_step: Optional[float]) -> Table:
+    """The job's outcome; steps and loss from the completion record when training finished."""
+    status = decision.status
+    table = Table(title=f"FineTuneJob {decision.phase}", show_header=False, title_justify="left")
+    table.add_column("what", style="bold")
+    table.add_column("value")
+    progress = status.get("progress") or {}
+    if completion:
+        table.add_row("steps", str(completion.get("globalStep")))
+        table.add_row("training loss (mean)", _number(completion.get("trainLoss")))
+    else:
+        table.add_row("steps", f"{progress.get('step', '-')} of {progress.get('totalSteps', '-')}")
+        table.add_row("training loss (last)", _number(progress.get("loss")))
+    for name, value in ((status.get("evaluation") or {}).get("metrics") or {}).items():
+        text = _number(value["tuned"])
+        if value.get("base") is not None:
+            text += f"  (base {_number(value['base'])}, Δ {value['delta']:+.4g})"
+        table.add_row(name, text)
+    if (status.get("evaluation") or {}).get("report"):
+        table.add_row("report", status["evaluation"]["report"])
+    table.add_row("model", model_dir)
+    if first_step is not None:
+        table.add_row("first step after", f"{first_step:.1f} s")
+    table.add_row("wall time", f"{wall_seconds:.1f} s")
+    failed = next((c for c in status.get("conditions", []) if c["type"] == "Failed" and c["status"] == "True"), None)
+    if failed:
+        table.add_row("failed", f"{failed['reason']}: {failed.get('message', '')}")
+    return table

@@ -1,0 +1,197 @@
+"""`kubetune run`: a FineTuneJob on this machine, driven by the operator's own lifecycle.
+
+The job is rendered exactly as the operator renders it; each tick observes the local "pods"
+(processes), asks the pure lifecycle what to do, and applies its actions as the StatefulSet
+and Job controllers would: scale workers, restart exited workers (restartPolicy Always), run
+the evaluation Job's pod (retried up to its backoffLimit, failed at once on exit code 3).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import urllib.request
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .. import contract
+from ..api.models import FineTuneJob
+from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
+from ..render import RenderedJob, render_job
+from .pods import LocalPod, RunFolders, free_port, local_pod, map_paths
+
+TICK_SECONDS = 1.0
+EVALUATION_BACKOFF_LIMIT = 2
+
+
+def job_uid(folders: RunFolders) -> str:
+    """Stable per run folder, so running the same command again resumes (the completion record names it)."""
+    path = folders.root / "uid"
+    if not path.exists():
+        folders.root.mkdir(parents=True, exist_ok=True)
+        path.write_text(str(uuid.uuid4()))
+    return path.read_text().strip()
+
+
+def write_config(objects: RenderedJob, folders: RunFolders) -> dict[str, Any]:
+    """The ConfigMap's files with container paths turned into run folders; the trainer config."""
+    (folders.root / "config").mkdir(parents=True, exist_ok=True)
+    (folders.root / "output").mkdir(parents=True, exist_ok=True)
+    for name, text in objects.config_map["data"].items():
+        (folders.root / "config" / name).write_text(json.dumps(map_paths(json.loads(text), folders.mapping), indent=2))
+    return json.loads((folders.root / "config" / contract.CONFIG_FILE).read_text())
+
+
+@dataclass
+class LocalCluster:
+    """The job's children as local processes, observed and changed the way the operator does."""
+
+    job: FineTuneJob
+    objects: RenderedJob
+    folders: RunFolders
+    cache: Path
+    ports: dict[int, int] = field(default_factory=dict)
+    workers: dict[int, LocalPod] = field(default_factory=dict)
+    replicas: int = 0
+    evaluator: Optional[LocalPod] = None
+    evaluation_attempts: int = 0
+    overrides: dict[str, str] = field(default_factory=dict)  # env every pod gets on this machine
+
+    def _pod(self, template: dict[str, Any], name: str, ordinal: Optional[int]) -> LocalPod:
+        pod = local_pod(template, name, self.job.metadata.namespace, ordinal, self.folders, self.cache, self.ports)
+        pod.env.update(self.overrides)
+        return pod
+
+    def _worker(self, ordinal: int) -> LocalPod:
+        template = self.objects.stateful_set["spec"]["template"]["spec"]
+        return self._pod(template, f"{self.objects.stateful_set['metadata']['name']}-{ordinal}", ordinal)
+
+    def scale(self, replicas: int) -> None:
+        for ordinal in range(self.replicas, replicas):
+            self.workers[ordinal] = self._worker(ordinal)
+            self.workers[ordinal].start()
+        for ordinal in [o for o in self.workers if o >= replicas]:
+            self.workers.pop(ordinal).kill()
+        self.replicas = replicas
+
+    def start_evaluation(self) -> None:
+        if self.evaluator is None and self.objects.evaluation_job:
+            template = self.objects.evaluation_job["spec"]["template"]["spec"]
+            self.evaluator = self._pod(template, f"{self.objects.evaluation_job['metadata']['name']}-pod", None)
+            self.evaluator.start()
+            self.evaluation_attempts = 1
+
+    def apply(self, action: Action) -> None:
+        if action.kind == "scale_workers" and action.replicas is not None:
+            self.scale(action.replicas)
+        elif action.kind == "ensure_evaluation_job":
+            self.start_evaluation()
+
+    def restart_exited(self) -> None:
+        """What the kubelet and the Job controller do after the lifecycle has seen an exit."""
+        for pod in self.workers.values():
+            if pod.poll() is not None:
+                pod.start()
+        evaluator = self.evaluator
+        if evaluator and evaluator.poll() not in (None, 0, contract.EXIT_PERMANENT):
+            if self.evaluation_attempts <= EVALUATION_BACKOFF_LIMIT:
+                self.evaluation_attempts += 1
+                evaluator.start()
+
+    def observe(self, now: datetime) -> Observed:
+        pods = tuple(self._observed_pod(pod) for _, pod in sorted(self.workers.items()))
+        return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
+                        evaluation=self._observed_evaluation(), progress=self.progress())
+
+    @staticmethod
+    def _observed_pod(pod: LocalPod) -> WorkerPod:
+        code = pod.poll()
+        last = Termination(*pod.last_exit) if pod.last_exit else None
+        terminated = Termination(code, pod.termination_message()) if code is not None else None
+        return WorkerPod(pod.name, running=code is None, ready=code is None, restarts=pod.restarts,
+                         terminated=terminated, last_terminated=last)
+
+    def _observed_evaluation(self) -> Optional[EvaluationRun]:
+        if self.evaluator is None:
+            return None
+        code = self.evaluator.poll()
+        retries_left = self.evaluation_attempts <= EVALUATION_BACKOFF_LIMIT
+        failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or not retries_left)
+        return EvaluationRun(succeeded=code == 0, failed=failed, message=self.evaluator.termination_message())
+
+    def progress(self) -> Optional[dict[str, Any]]:
+        first = self.workers.get(0)
+        if first is None or not first.running:
+            return None
+        try:
+            url = f"http://127.0.0.1:{first.env[contract.ENV_METRICS_PORT]}/progress"
+            with urllib.request.urlopen(url, timeout=0.5) as reply:
+                return json.load(reply)
+        except (OSError, ValueError):
+            return None
+
+    def stop(self) -> None:
+        for pod in list(self.workers.values()) + ([self.evaluator] if self.evaluator else []):
+            pod.kill()
+
+    def failed_worker_logs(self) -> str:
+        failed = [p for p in self.workers.values() if p.history and p.history[-1] not in (0,)]
+        return failed[0].last_log_lines() if failed else ""
+
+
+@dataclass
+class LocalRun:
+    job: FineTuneJob
+    folders: RunFolders
+    cluster: LocalCluster
+    config: dict[str, Any]
+    status: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def prepare(cls, job: FineTuneJob, run_dir: Path, cache: Path, overrides: dict[str, str]) -> "LocalRun":
+        folders = RunFolders(run_dir.resolve())
+        job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": job_uid(folders)})})
+        objects = render_job(job)
+        config = write_config(objects, folders)
+        ports = {contract.MASTER_PORT: free_port(), contract.RENDEZVOUS_PORT: free_port()}
+        cluster = LocalCluster(job, objects, folders, cache, ports, overrides=overrides)
+        return cls(job, folders, cluster, config)
+
+    def step(self) -> Decision:
+        decision = decide(self.job, [], self.status, self.cluster.observe(datetime.now(timezone.utc)))
+        for action in decision.actions:
+            self.cluster.apply(action)
+        self.status = decision.status
+        if decision.phase not in ("Succeeded", "Failed"):
+            self.cluster.restart_exited()
+        return decision
+
+    def run(self, on_tick: Callable[[Decision], None]) -> Decision:
+        try:
+            while True:
+                decision = self.step()
+                on_tick(decision)
+                if decision.phase in ("Succeeded", "Failed"):
+                    return decision
+                time.sleep(TICK_SECONDS)
+        finally:
+            self.cluster.stop()
+
+    @property
+    def model_dir(self) -> str:
+        return self.config["output"]["model"]
+
+    def completion(self) -> Optional[dict[str, Any]]:
+        """The completion record training wrote for this job, if it finished."""
+        path = Path(self.config["output"]["completionRecord"])
+        record = json.loads(path.read_text()) if path.exists() else None
+        return record if record and record.get("uid") == self.job.metadata.uid else None
+
+    def newest_checkpoint(self) -> Optional[str]:
+        from trainer_entrypoint.checkpoints import newest_complete_checkpoint
+
+        found = newest_complete_checkpoint(Path(self.config["output"]["checkpoints"]))
+        return str(found) if found else None

@@ -1,0 +1,89 @@
+"""`kubetune run`: the quickstart on this machine, end to end, through the real command."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import REPO
+
+RUN_TIMEOUT = 900
+
+
+def kubetune_run(*args, cwd):
+    command = [str(Path(sys.executable).parent / "kubetune"), "run", *args]
+    return subprocess.run(command, cwd=cwd, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+
+
+@pytest.fixture(scope="module")
+def quickstart(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("quickstart")
+    result = kubetune_run(str(REPO / "examples" / "quickstart.yaml"), "--run-dir", str(folder / "run"), cwd=folder)
+    return folder / "run", result
+
+
+def test_quickstart_succeeds_with_metrics_against_its_base(quickstart):
+    run_dir, result = quickstart
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "FineTuneJob Succeeded" in result.stdout
+    for metric in ("loss", "perplexity", "exact_match"):
+        assert f"{metric} " in result.stdout and "base" in result.stdout
+    report = json.loads(next((run_dir / "output").glob("**/evaluation/report.json")).read_text())
+    assert report["metrics"]["loss"]["tuned"] < report["metrics"]["loss"]["base"]
+    record = json.loads(next((run_dir / "output").glob("**/COMPLETED.json")).read_text())
+    assert record["globalStep"] == 40
+
+
+def test_quickstart_model_loads(quickstart):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    run_dir, _ = quickstart
+    model_dir = next((run_dir / "output").glob("**/model/config.json")).parent
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    assert model.config.vocab_size == len(tokenizer)
+
+
+def test_running_again_does_not_train_again(quickstart):
+    run_dir, _ = quickstart
+    again = kubetune_run(str(REPO / "examples" / "quickstart.yaml"), "--run-dir", str(run_dir), cwd=run_dir.parent)
+    assert again.returncode == 0, again.stdout[-3000:]
+    logs = [p.read_text() for p in sorted((run_dir / "pods").glob("quickstart-worker-*/log.txt"))]
+    assert len(logs) == 2 and all("already finished training at step 40" in log for log in logs)
+
+
+def test_ctrl_c_stops_every_process_and_running_again_resumes(tmp_path):
+    import signal
+    import time
+
+    import psutil
+
+    run_dir = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "kubetune"), "run", str(REPO / "examples" / "quickstart.yaml"),
+               "--run-dir", str(run_dir)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    deadline = time.monotonic() + RUN_TIMEOUT
+    while not list((run_dir / "output").glob("**/checkpoint-20/trainer_state.json")):
+        assert time.monotonic() < deadline and process.poll() is None
+        time.sleep(0.2)
+    started = {p.pid for p in psutil.Process(process.pid).children(recursive=True)}
+    process.send_signal(signal.SIGINT)
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output[-3000:]
+    assert "Last checkpoint:" in output and "checkpoint-" in output.split("Last checkpoint:")[1]
+    assert not [pid for pid in started if psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"]
+
+    again = kubetune_run(str(REPO / "examples" / "quickstart.yaml"), "--run-dir", str(run_dir), cwd=tmp_path)
+    assert again.returncode == 0, again.stdout[-3000:]
+    log = (run_dir / "pods" / "quickstart-worker-0" / "log.txt").read_text()
+    assert "resuming from checkpoint-" in log
+
+
+def test_invalid_job_exits_2_naming_the_field(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text((REPO / "examples" / "quickstart.yaml").read_text().replace("method: sft", "method: ppo"))
+    result = kubetune_run(str(bad), cwd=tmp_path)
+    assert result.returncode == 2 and "spec.method" in result.stderr
+    assert not (tmp_path / "kubetune-runs").exists()
