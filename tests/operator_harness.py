@@ -4,9 +4,11 @@ their own, so tests (and the test kubelet) use the blocking Kubernetes client li
 import asyncio
 import threading
 import time
+from pathlib import Path
 from typing import Any, Callable, Optional
 
 import kopf
+import yaml
 import kubernetes.client
 from kubernetes.config import kube_config
 
@@ -163,3 +165,17 @@ def eventually(check: Callable[[], Any], timeout: float = 20.0, what: str = "") 
             last_error = error
         time.sleep(0.05)
     raise AssertionError(f"timed out waiting for {what or check} ({last_error})")
+
+
+RBAC_RULES = Path(__file__).resolve().parent.parent / "operator" / "kubetune" / "handlers" / "rbac-rules.yaml"
+
+
+def allowed_requests() -> set[tuple[str, str, str]]:
+    """(apiGroup, resource, verb) the RBAC rules the chart installs allow."""
+    allowed = set()
+    for rule in yaml.safe_load(RBAC_RULES.read_text())["rules"]:
+        for group in rule["apiGroups"]:
+            for resource in rule["resources"]:
+                for verb in rule["verbs"]:
+                    allowed.add((group, resource, verb))
+    return allowed

@@ -8,13 +8,12 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import MINIMAL_JOB, REPO
+from conftest import MINIMAL_JOB
 from kubetune.api.models import GROUP, PLURAL, VERSION
-from operator_harness import Harness, eventually
+from operator_harness import Harness, allowed_requests, eventually
 
 NS = "ml"
 pytestmark = pytest.mark.timeout(90)
-RBAC_RULES = REPO / "operator" / "kubetune" / "handlers" / "rbac-rules.yaml"
 
 
 @pytest.fixture
@@ -23,16 +22,6 @@ def harness():
         yield running
         # Every request the operator made is allowed by the RBAC rules the chart installs.
         assert running.requests() <= allowed_requests(), running.requests() - allowed_requests()
-
-
-def allowed_requests():
-    allowed = set()
-    for rule in yaml.safe_load(RBAC_RULES.read_text())["rules"]:
-        for group in rule["apiGroups"]:
-            for resource in rule["resources"]:
-                for verb in rule["verbs"]:
-                    allowed.add((group, resource, verb))
-    return allowed
 
 
 def job_document(name="demo", **spec):
