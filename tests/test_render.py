@@ -265,3 +265,17 @@ def test_the_functional_core_does_no_io(package):
                 names = [node.module]
             for name in names:
                 assert name.split(".")[0] not in FORBIDDEN_IN_THE_CORE, f"{source} imports {name}"
+
+
+def test_operator_gpu_defaults_apply_only_to_gpu_pods_the_job_does_not_place():
+    settings = RenderSettings(gpu_node_selector={"pool": "h100"},
+                              gpu_tolerations=({"key": "ml", "operator": "Exists", "effect": "NoSchedule"},))
+    gpu = rendered(with_spec(resources={"gpusPerNode": 8}), settings=settings)
+    pod = gpu.stateful_set["spec"]["template"]["spec"]
+    assert pod["nodeSelector"] == {"pool": "h100"}
+    assert [t["key"] for t in pod["tolerations"]] == ["ml", "nvidia.com/gpu"]
+    assert gpu.evaluation_job["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "h100"}
+    placed = rendered(with_spec(resources={"gpusPerNode": 8, "nodeSelector": {"pool": "mine"}}), settings=settings)
+    assert placed.stateful_set["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "mine"}
+    cpu = rendered(with_spec(resources={"gpusPerNode": 0}), settings=settings).stateful_set["spec"]["template"]["spec"]
+    assert not cpu.get("nodeSelector") and not cpu.get("tolerations")

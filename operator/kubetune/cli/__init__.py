@@ -106,12 +106,19 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--trainer-image", default=RenderSettings.trainer_image, show_default=True)
 @click.option("--evaluator-image", default=RenderSettings.evaluator_image, show_default=True)
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between reconciles of each job.")
-def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, evaluator_image, interval) -> None:
+@click.option("--job-pod-defaults", "defaults_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations for the pods of every job.")
+def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, evaluator_image, interval,
+             defaults_file) -> None:
     """Run the FineTuneJob controller (cluster-wide unless --namespace is given)."""
     from ..handlers.main import run_operator
 
-    run_operator(list(namespaces), liveness_port, metrics_port, peering,
-                 RenderSettings(trainer_image=trainer_image, evaluator_image=evaluator_image), interval)
+    defaults = yaml.safe_load(Path(defaults_file).read_text()) or {} if defaults_file else {}
+    settings = RenderSettings(
+        trainer_image=trainer_image, evaluator_image=evaluator_image,
+        image_pull_policy=defaults.get("imagePullPolicy", RenderSettings.image_pull_policy),
+        gpu_node_selector=defaults.get("gpuNodeSelector") or {}, gpu_tolerations=defaults.get("gpuTolerations") or ())
+    run_operator(list(namespaces), liveness_port, metrics_port, peering, settings, interval)
 
 
 def _pick(jobs: list[FineTuneJob], name: Optional[str], file: str) -> FineTuneJob:

@@ -37,9 +37,9 @@ def evaluation_job(
         sources,
         container=container,
         restart_policy="Never",
-        node_selector=dict(evaluation.node_selector or training.node_selector),
-        tolerations=list(evaluation.tolerations or training.tolerations)
-        + pods.gpu_tolerations(training.gpu_resource_name, gpus),
+        node_selector=settings.node_selector(evaluation.node_selector or training.node_selector, gpus),
+        tolerations=settings.tolerations(evaluation.tolerations or training.tolerations,
+                                         training.gpu_resource_name, gpus),
     )
     return {
         "apiVersion": "batch/v1",

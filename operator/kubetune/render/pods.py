@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any, Iterable
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
 
 from .. import contract
 from ..api.models import FineTuneJob
@@ -20,6 +20,16 @@ class RenderSettings:
     trainer_image: str = "ghcr.io/kubetune/trainer:0.1.0"
     evaluator_image: str = "ghcr.io/kubetune/evaluator:0.1.0"
     image_pull_policy: str = "IfNotPresent"
+    # Where pods that request GPUs go when their job names no nodeSelector / tolerations.
+    gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
+    gpu_tolerations: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+
+    def node_selector(self, own: Mapping[str, str], gpus: int) -> dict[str, str]:
+        return dict(own or (self.gpu_node_selector if gpus else {}))
+
+    def tolerations(self, own: Sequence[Any], gpu_resource_name: str, gpus: int) -> list[dict[str, Any]]:
+        chosen = own or (self.gpu_tolerations if gpus else ())
+        return [dict(t) for t in chosen] + gpu_tolerations(gpu_resource_name, gpus)
 
 
 def pod_security_context() -> dict[str, Any]:

@@ -100,9 +100,8 @@ def worker_stateful_set(
         sources,
         container=container,
         restart_policy="Always",
-        node_selector=dict(resources.node_selector),
-        tolerations=list(resources.tolerations)
-        + pods.gpu_tolerations(resources.gpu_resource_name, resources.gpus_per_node),
+        node_selector=settings.node_selector(resources.node_selector, resources.gpus_per_node),
+        tolerations=settings.tolerations(resources.tolerations, resources.gpu_resource_name, resources.gpus_per_node),
         affinity=resources.affinity,
         terminationGracePeriodSeconds=60,
     )
