@@ -64,8 +64,9 @@ def test_a_job_trains_on_two_pods_evaluates_and_succeeds(cluster):
     record = json.loads(next((kubelet.folders("e2e").root / "output").glob("**/COMPLETED.json")).read_text())
     assert record["globalStep"] == 30
     assert harness.cluster.stateful_set(NS, "e2e-worker")["spec"]["replicas"] == 0
-    reasons = [reason for job, _, reason, _ in harness.events if job == "e2e"]
-    assert {"Trained", "Evaluated", "Succeeded"} <= set(reasons)
+    # Events are posted after the status that caused them is written.
+    eventually(lambda: {"Trained", "Evaluated", "Succeeded"} <= {r for j, _, r, _ in harness.events if j == "e2e"},
+               10, "the job's Events")
 
 
 def test_a_worker_killed_after_a_checkpoint_is_restarted_resumes_and_the_job_succeeds(cluster):
