@@ -1,6 +1,7 @@
 """Pieces of the trainer entrypoint: formats, conversions, checkpoints, rewards, machine settings."""
 
 import json
+import os
 
 import datasets
 import pytest
@@ -138,3 +139,28 @@ def test_lora_targets_all_linear_layers_by_default():
     config = peft_config({"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]}, "sft")
     assert config.target_modules == "all-linear" and config.task_type == "CAUSAL_LM"
     assert peft_config({"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj"]}, "reward").task_type == "SEQ_CLS"
+
+
+def _build_tiny_as_rank(rank, folder, store):
+    import torch.distributed as dist
+
+    os.environ["KUBETUNE_BUILTIN_DIR"] = folder
+    dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank, world_size=2)
+    from trainer_entrypoint.builtin import tiny_model_dir
+
+    if rank == 1:  # the rank transformers does not save on
+        tiny_model_dir()
+    dist.barrier()
+    dist.destroy_process_group()
+
+
+def test_builtin_model_is_whole_when_ranks_build_it_inside_a_process_group(tmp_path):
+    """transformers writes weights only on rank 0 once a process group exists; a copy built by
+    another rank must still hold the weights and config."""
+    import torch.multiprocessing
+
+    folder = tmp_path / "builtin"
+    torch.multiprocessing.start_processes(_build_tiny_as_rank, args=(str(folder), str(tmp_path / "store")),
+                                          nprocs=2, join=True, start_method="spawn")
+    model = folder / "tiny-v2" / "model"
+    assert (model / "config.json").exists() and (model / "model.safetensors").exists()

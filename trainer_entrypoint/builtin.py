@@ -8,6 +8,8 @@ import json
 import os
 import random
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -42,6 +44,12 @@ def tiny_dir() -> Path:
     target = builtin_root() / f"tiny-v{BUILD_VERSION}"
     if (target / "DONE").exists():
         return target
+    if _in_process_group():
+        # transformers writes weights only on rank 0 once a process group exists; build in a
+        # process of its own so every rank's copy is whole.
+        subprocess.run([sys.executable, "-m", "trainer_entrypoint", "build-tiny"], check=True,
+                       stdout=subprocess.DEVNULL)
+        return target
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix="tiny-", dir=target.parent))
     try:
@@ -54,6 +62,12 @@ def tiny_dir() -> Path:
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def _in_process_group() -> bool:
+    import torch.distributed
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def _questions(count: int, seed: int) -> list[tuple[str, str, str]]:
