@@ -11,7 +11,7 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -112,7 +112,6 @@ class LocalPod:
     restarts: int = 0
     exit_code: Optional[int] = None
     last_exit: Optional[tuple[int, str]] = None
-    history: list[int] = field(default_factory=list)
 
     @property
     def termination_log(self) -> Path:
@@ -137,8 +136,6 @@ class LocalPod:
         """The exit code once the process has ended."""
         if self.process is not None and self.exit_code is None:
             self.exit_code = self.process.poll()
-            if self.exit_code is not None:
-                self.history.append(self.exit_code)
         return self.exit_code
 
     @property

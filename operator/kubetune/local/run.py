@@ -59,6 +59,7 @@ class LocalCluster:
     evaluator: Optional[LocalPod] = None
     evaluation_attempts: int = 0
     overrides: dict[str, str] = field(default_factory=dict)  # env every pod gets on this machine
+    failed_pod: Optional[LocalPod] = None  # the last worker seen exiting non-zero
 
     def _pod(self, template: dict[str, Any], name: str, ordinal: Optional[int]) -> LocalPod:
         pod = local_pod(template, name, self.job.metadata.namespace, ordinal, self.folders, self.cache, self.ports)
@@ -102,6 +103,9 @@ class LocalCluster:
                 evaluator.start()
 
     def observe(self, now: datetime) -> Observed:
+        for pod in self.workers.values():
+            if pod.poll() not in (None, 0):
+                self.failed_pod = pod
         pods = tuple(self._observed_pod(pod) for _, pod in sorted(self.workers.items()))
         return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
                         evaluation=self._observed_evaluation(), progress=self.progress())
@@ -138,8 +142,7 @@ class LocalCluster:
             pod.kill()
 
     def failed_worker_logs(self) -> str:
-        failed = [p for p in self.workers.values() if p.history and p.history[-1] not in (0,)]
-        return failed[0].last_log_lines() if failed else ""
+        return self.failed_pod.last_log_lines() if self.failed_pod else ""
 
 
 @dataclass
@@ -152,7 +155,7 @@ class LocalRun:
 
     @classmethod
     def prepare(cls, job: FineTuneJob, run_dir: Path, cache: Path, overrides: dict[str, str]) -> "LocalRun":
-        folders = RunFolders(run_dir.resolve())
+        folders, cache = RunFolders(run_dir.resolve()), cache.resolve()
         job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": job_uid(folders)})})
         objects = render_job(job)
         config = write_config(objects, folders)
