@@ -4,13 +4,12 @@ does) and writes their statuses back the way the StatefulSet controller, the Job
 and the kubelet would: running, terminated with exit code and termination message, restarted
 with restartCount and lastState (restartPolicy Always), Job Complete or Failed (one attempt)."""
 
-import json
 import threading
 import time
 from pathlib import Path
 
 from kubetune import contract
-from kubetune.local.pods import LocalPod, RunFolders, free_port, local_pod, map_paths
+from kubetune.local.pods import LocalPod, RunFolders, local_pod, local_ports
 
 NS = "ml"
 TICK = 0.3
@@ -59,16 +58,12 @@ class LocalKubelet:
         return RunFolders(self.root / job)
 
     def _write_config(self, job: str) -> None:
-        folders = self.folders(job)
-        (folders.root / "config").mkdir(parents=True, exist_ok=True)
-        (folders.root / "output").mkdir(parents=True, exist_ok=True)
         for config_map in self.harness.objects("ConfigMap", job):
-            for name, text in config_map["data"].items():
-                (folders.root / "config" / name).write_text(json.dumps(map_paths(json.loads(text), folders.mapping)))
+            self.folders(job).write_config(config_map["data"])
 
     def _pod(self, job: str, template: dict, name: str, ordinal):
         self._write_config(job)
-        ports = self.ports.setdefault(job, {contract.MASTER_PORT: free_port(), contract.RENDEZVOUS_PORT: free_port()})
+        ports = self.ports.setdefault(job, local_ports())
         pod = local_pod(template["spec"], name, NS, ordinal, self.folders(job), self.root / "cache", ports)
         if ordinal == 0:
             pod.env[contract.ENV_METRICS_PORT] = str(contract.METRICS_PORT)  # the operator reads it there

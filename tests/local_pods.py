@@ -1,6 +1,5 @@
 """Run rendered configs and pods on this machine: container paths mapped to folders of a run."""
 
-import copy
 import json
 from pathlib import Path
 
@@ -24,13 +23,8 @@ def map_paths(value, root: Path):
 
 def write_local_config(document, root: Path, uid="uid-test"):
     """Render the job, write its ConfigMap files under root/config with local paths; the config."""
-    objects, config = rendered_config(document, uid)
-    (root / "config").mkdir(parents=True, exist_ok=True)
-    (root / "output").mkdir(parents=True, exist_ok=True)
-    for name, text in objects.config_map["data"].items():
-        data = map_paths(json.loads(text), root)
-        (root / "config" / name).write_text(json.dumps(data, indent=2))
-    return objects, json.loads((root / "config" / contract.CONFIG_FILE).read_text())
+    objects, _ = rendered_config(document, uid)
+    return objects, local_pods.RunFolders(root).write_config(objects.config_map["data"])
 
 
 def pod_env(objects, ordinal: int, root: Path, extra=None):
@@ -40,27 +34,12 @@ def pod_env(objects, ordinal: int, root: Path, extra=None):
     stateful_set = objects.stateful_set
     container = stateful_set["spec"]["template"]["spec"]["containers"][0]
     pod_name = f"{stateful_set['metadata']['name']}-{ordinal}"
-    fields = {
-        "metadata.name": pod_name,
-        "metadata.namespace": stateful_set["metadata"]["namespace"],
-        "metadata.labels['apps.kubernetes.io/pod-index']": str(ordinal),
-    }
-    env = {}
-    for item in container["env"]:
-        if "value" in item:
-            value = item["value"]
-            host, _, port = value.partition(":")
-            if host.endswith(".svc"):
-                value = "127.0.0.1" + (f":{port}" if port else "")
-            env[item["name"]] = map_paths(value, root)
-        else:
-            env[item["name"]] = fields[item["valueFrom"]["fieldRef"]["fieldPath"]]
+    fields = local_pods.pod_fields(pod_name, stateful_set["metadata"]["namespace"], ordinal)
     pod_root = root / f"pod-{ordinal}"
     for folder in ("tmp", "cache"):
         (pod_root / folder).mkdir(parents=True, exist_ok=True)
-    env["HOME"] = env["TMPDIR"] = str(pod_root / "tmp")
-    env = {name: value.replace(contract.CACHE_DIR, str(pod_root / "cache"), 1)
-           if value.startswith(contract.CACHE_DIR + "/") else value for name, value in env.items()}
+    env = local_pods.container_env(container, fields, local_pods.RunFolders(root), pod_root, pod_root / "cache",
+                                   ports={})
     return {**env, **(extra or {})}
 
 
@@ -77,15 +56,8 @@ def start_pod(objects, ordinal: int, root: Path, log_name: str, extra=None):
         env["TORCH_EXTENSIONS_DIR"] = inherited["TORCH_EXTENSIONS_DIR"]
     env["KUBETUNE_TERMINATION_LOG"] = str(root / f"pod-{ordinal}" / "termination-log")
     log = open(root / log_name, "w")
-    command = [env_python()] + container["command"][1:] if container["command"][0] == "python" else container["command"]
-    return subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-
-
-def env_python():
-    import sys
-
-    return sys.executable
-
+    return subprocess.Popen(local_pods.command_of(container), env=env, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
 
 
 def wait_all(processes, timeout):

@@ -7,6 +7,7 @@ downward API is filled in from the pod's name and ordinal.
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -45,6 +46,20 @@ class RunFolders:
         folder = self.root / "pods" / name
         (folder / "tmp").mkdir(parents=True, exist_ok=True)
         return folder
+
+    def write_config(self, config_map_data: Mapping[str, str]) -> dict[str, Any]:
+        """The ConfigMap's files under config/ with container paths turned into these folders;
+        the trainer config."""
+        (self.root / "config").mkdir(parents=True, exist_ok=True)
+        (self.root / "output").mkdir(parents=True, exist_ok=True)
+        for name, text in config_map_data.items():
+            (self.root / "config" / name).write_text(json.dumps(map_paths(json.loads(text), self.mapping), indent=2))
+        return json.loads((self.root / "config" / contract.CONFIG_FILE).read_text())
+
+
+def local_ports() -> dict[int, int]:
+    """The workers' Service ports, each as a free port of this machine."""
+    return {contract.MASTER_PORT: free_port(), contract.RENDEZVOUS_PORT: free_port()}
 
 
 def map_paths(value: Any, mapping: Mapping[str, str]) -> Any:

@@ -21,7 +21,7 @@ from .. import contract
 from ..api.models import FineTuneJob
 from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
 from ..render import RenderedJob, render_job
-from .pods import LocalPod, RunFolders, free_port, local_pod, map_paths
+from .pods import LocalPod, RunFolders, local_pod, local_ports
 
 TICK_SECONDS = 1.0
 EVALUATION_BACKOFF_LIMIT = 2
@@ -34,15 +34,6 @@ def job_uid(folders: RunFolders) -> str:
         folders.root.mkdir(parents=True, exist_ok=True)
         path.write_text(str(uuid.uuid4()))
     return path.read_text().strip()
-
-
-def write_config(objects: RenderedJob, folders: RunFolders) -> dict[str, Any]:
-    """The ConfigMap's files with container paths turned into run folders; the trainer config."""
-    (folders.root / "config").mkdir(parents=True, exist_ok=True)
-    (folders.root / "output").mkdir(parents=True, exist_ok=True)
-    for name, text in objects.config_map["data"].items():
-        (folders.root / "config" / name).write_text(json.dumps(map_paths(json.loads(text), folders.mapping), indent=2))
-    return json.loads((folders.root / "config" / contract.CONFIG_FILE).read_text())
 
 
 @dataclass
@@ -158,9 +149,8 @@ class LocalRun:
         folders, cache = RunFolders(run_dir.resolve()), cache.resolve()
         job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": job_uid(folders)})})
         objects = render_job(job)
-        config = write_config(objects, folders)
-        ports = {contract.MASTER_PORT: free_port(), contract.RENDEZVOUS_PORT: free_port()}
-        cluster = LocalCluster(job, objects, folders, cache, ports, overrides=overrides)
+        config = folders.write_config(objects.config_map["data"])
+        cluster = LocalCluster(job, objects, folders, cache, local_ports(), overrides=overrides)
         return cls(job, folders, cluster, config)
 
     def step(self) -> Decision:
