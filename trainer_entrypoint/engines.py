@@ -104,7 +104,7 @@ class TransformersEngine:
         import torch
         from transformers import AutoModelForCausalLM
 
-        self.device = "cuda" if _cuda() else "cpu"
+        self.device = device()
         dtype = "auto" if weights.dtype == "auto" else getattr(torch, weights.dtype)
         model = AutoModelForCausalLM.from_pretrained(weights.model, dtype=dtype,
                                                      trust_remote_code=weights.trust_remote_code)
@@ -116,16 +116,13 @@ class TransformersEngine:
         self.tokenizer = tokenizer
         self.has_adapter = bool(weights.adapter)
         self.context_length = getattr(model.config, "max_position_embeddings", None) or tokenizer.model_max_length
+        eos = self.model.generation_config.eos_token_id
+        self.stop_ids = (set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}) - {None}
 
     def _weights(self, adapter: bool):
         from contextlib import nullcontext
 
         return self.model.disable_adapter() if self.has_adapter and not adapter else nullcontext()
-
-    def _stops(self) -> set[int]:
-        eos = self.model.generation_config.eos_token_id
-        stops = set(eos if isinstance(eos, list) else [eos] if eos is not None else [])
-        return stops | {self.tokenizer.eos_token_id} - {None}
 
     def generate(self, prompts, sampling, adapter):
         import torch
@@ -154,9 +151,8 @@ class TransformersEngine:
         return [completions[i * sampling.n:(i + 1) * sampling.n] for i in range(len(prompts))]
 
     def _until_stop(self, tokens: list[int]) -> list[int]:
-        stops = self._stops()
         for index, token in enumerate(tokens):
-            if token in stops:
+            if token in self.stop_ids:
                 return tokens[:index + 1]
         return tokens
 
@@ -187,6 +183,10 @@ def open_engine(name: str, weights: Weights, tokenizer) -> Engine:
     if name == "vllm":
         return VllmEngine(weights)
     return TransformersEngine(weights, tokenizer)
+
+
+def device() -> str:
+    return "cuda" if _cuda() else "cpu"
 
 
 def _cuda() -> bool:

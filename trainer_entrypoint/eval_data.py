@@ -29,7 +29,8 @@ class Sample:
     group: Optional[str] = None
 
 
-def _text(value: Any) -> str:
+def message_text(value: Any) -> str:
+    """A message list's contents joined, or the value as text."""
     if isinstance(value, list):
         return "".join(str(m.get("content", "")) for m in value if isinstance(m, dict))
     return str(value)
@@ -49,7 +50,7 @@ class Encoder:
     def prompt(self, prompt: Prompt) -> list[int]:
         if isinstance(prompt, list):
             if not self.chat:
-                return self._encode("\n".join(_text([m]) for m in prompt), True)
+                return self._encode("\n".join(message_text([m]) for m in prompt), True)
             text = self.tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
             return self._encode(text, False)
         return self._encode(prompt, True)
@@ -60,7 +61,7 @@ class Encoder:
             full = self._encode(self.tokenizer.apply_chat_template(prompt + messages, tokenize=False), False)
             if full[:len(prompt_ids)] == prompt_ids and len(full) > len(prompt_ids):
                 return full[len(prompt_ids):]
-        ids = self._encode(_text(completion), False)
+        ids = self._encode(message_text(completion), False)
         eos = self.tokenizer.eos_token_id
         return ids + ([eos] if eos is not None else [])
 
@@ -117,7 +118,7 @@ def to_sample(index: int, row: dict[str, Any], fmt: str, encoder: Encoder, rejec
         ids = encoder.prompt(prompt)
         sample = Sample(index, prompt, ids)
         if completion is not None:
-            sample.reference = _text(completion)
+            sample.reference = message_text(completion)
             sample.completion_ids = encoder.completion(prompt, ids, completion)
         if rejected and fmt == "preference":
             sample.rejected_ids = encoder.completion(prompt, ids, row["rejected"])

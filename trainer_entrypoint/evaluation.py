@@ -146,15 +146,8 @@ def execute_code(samples: list[Sample], run: ModelRun, timeout: float) -> dict[i
 
 
 def _token_weighted_loss(samples: list[Sample], run: ModelRun) -> dict[str, float]:
-    totals: dict[str, list[float]] = {}
-    for sample in samples:
-        if sample.index not in run.logprobs:
-            continue
-        for key in {scoring.ALL, sample.group} - {None}:
-            entry = totals.setdefault(key, [0.0, 0])
-            entry[0] -= run.logprobs[sample.index]
-            entry[1] += len(sample.completion_ids or [])
-    return {key: nll / count for key, (nll, count) in totals.items() if count}
+    return scoring.weighted_means_by_group(
+        (s.group, -run.logprobs[s.index], len(s.completion_ids or [])) for s in samples if s.index in run.logprobs)
 
 
 def score_model(samples: list[Sample], run: ModelRun, metrics: list[str], timeout: float,
@@ -283,11 +276,12 @@ def evaluate(config: dict[str, Any]) -> dict[str, Any]:
     metrics = evaluation["metrics"]
     tokenizer = load_tokenizer(config)
     samples, fmt, where = load_samples(config, tokenizer)
-    reward = reward_scorer(config) if "reward" in metrics and config["method"] != "reward" else None
-    check_applicable(metrics if config["method"] != "reward" else [], samples, fmt, where, reward)
+    reward_job = config["method"] == "reward"  # a reward model is scored on pairs; it does not generate
+    reward = reward_scorer(config) if "reward" in metrics and not reward_job else None
+    check_applicable([] if reward_job else metrics, samples, fmt, where, reward)
     sampling = sampling_of(evaluation, fmt)
-    engine_name = "transformers" if config["method"] == "reward" else evaluation["engine"]
-    if config["method"] == "reward":
+    engine_name = "transformers" if reward_job else evaluation["engine"]
+    if reward_job:
         runs, per_model = evaluate_reward_model(config, samples, metrics)
     else:
         runs = run_models(config, samples, sampling, metrics, tokenizer)
@@ -315,6 +309,7 @@ def within_context(samples: list[Sample], engine) -> list[Sample]:
 def run_plan(plan: EnginePlan, engine_name: str, samples, sampling, metrics, tokenizer) -> dict[str, ModelRun]:
     """The generations (on the chosen engine) and completion log-probabilities of a plan's models."""
     runs = {label: ModelRun() for label, _ in plan.runs}
+    usable: list[Sample] = []
     generate_here = needs_generation(metrics) and engine_name == "transformers"
     if needs_logprobs(metrics) or generate_here:
         with closing(TransformersEngine(plan.weights, tokenizer)) as engine:

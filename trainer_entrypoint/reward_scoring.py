@@ -9,14 +9,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from . import scoring
+from .engines import device
 from .errors import PermanentError
+from .eval_data import message_text
 from .sources import model_reference
-
-
-def _device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 class RewardScorer:
@@ -24,14 +20,13 @@ class RewardScorer:
         from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
         self.tokenizer = AutoTokenizer.from_pretrained(reference)
-        self.model = AutoModelForSequenceClassification.from_pretrained(reference, num_labels=1).to(_device()).eval()
+        self.model = AutoModelForSequenceClassification.from_pretrained(reference, num_labels=1).to(device()).eval()
 
     def _text(self, prompt: Any, completion: str) -> str:
         if isinstance(prompt, list) and getattr(self.tokenizer, "chat_template", None):
             messages = prompt + [{"role": "assistant", "content": completion}]
             return self.tokenizer.apply_chat_template(messages, tokenize=False)
-        prefix = prompt if isinstance(prompt, str) else "".join(str(m.get("content", "")) for m in prompt)
-        return prefix + completion
+        return message_text(prompt) + completion
 
     def mean_score(self, prompt: Any, completions: list[str]) -> float:
         import torch
@@ -65,7 +60,7 @@ def _classifier(folder_or_ref: str):
 def _pair_margins(model, samples) -> dict[int, tuple[float, float]]:
     import torch
 
-    model = model.to(_device()).eval()
+    model = model.to(device()).eval()
     scores = {}
     with torch.no_grad():
         for sample in samples:

@@ -49,12 +49,17 @@ def contains(generation: str, reference: str) -> float:
 
 def means_by_group(values: Iterable[tuple[Optional[str], float]]) -> dict[str, float]:
     """{"all": mean} plus a mean for each group (e.g. difficulty) when rows have one."""
-    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
-    for group, value in values:
+    return weighted_means_by_group((group, value, 1) for group, value in values)
+
+
+def weighted_means_by_group(values: Iterable[tuple[Optional[str], float, float]]) -> dict[str, float]:
+    """sum(value) / sum(weight), over all rows and within each group; value is a row's total."""
+    sums: dict[str, list[float]] = defaultdict(lambda: [0.0, 0.0])
+    for group, value, weight in values:
         for key in {ALL, group} - {None}:
             sums[key][0] += value
-            sums[key][1] += 1
-    return {key: total / count for key, (total, count) in sums.items() if count}
+            sums[key][1] += weight
+    return {key: total / weight for key, (total, weight) in sums.items() if weight}
 
 
 def perplexity(loss: float) -> float:
