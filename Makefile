@@ -46,6 +46,7 @@ test: install $(VENV)/.installed-vllm $(VENV)/.installed-helm
 # Regenerate the checked-in files derived from code.
 crd: install
 	$(VENV)/bin/kubetune crd > crds/kubetune.io_finetunejobs.yaml
+	cp crds/kubetune.io_finetunejobs.yaml charts/kubetune/crds/
 
 trl-keys: install
 	$(PY) -m kubetune.api.trl_keys --write

@@ -185,8 +185,14 @@ def test_secrets_reach_pods_only_through_secret_references():
     objects = rendered(with_spec(credentials={"hfToken": {"name": "hf", "key": "tok"}, "s3SecretName": "s3"}))
     container = trainer_container(objects)
     assert env_of(container)["HF_TOKEN"]["valueFrom"] == {"secretKeyRef": {"name": "hf", "key": "tok"}}
-    assert container["envFrom"] == [{"secretRef": {"name": "s3"}}]
-    assert "HF_TOKEN" not in json.dumps(objects.config_map)
+    assert env_of(container)["AWS_SECRET_ACCESS_KEY"]["valueFrom"] == \
+        {"secretKeyRef": {"name": "s3", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert env_of(container)["AWS_ENDPOINT_URL"]["valueFrom"]["secretKeyRef"]["optional"] is True
+    # Only named keys: no envFrom, which would hand the pod every key of the Secret.
+    for pod in (objects.stateful_set["spec"]["template"]["spec"], objects.evaluation_job["spec"]["template"]["spec"]):
+        assert all("envFrom" not in c for c in pod["containers"])
+        assert {"HF_TOKEN", "AWS_ACCESS_KEY_ID"} <= {e["name"] for e in pod["containers"][0]["env"]}
+    assert "HF_TOKEN" not in json.dumps(objects.config_map) and "AWS_" not in json.dumps(objects.config_map)
 
 
 def test_suspended_job_renders_zero_workers():

@@ -321,7 +321,8 @@ class CredentialsSpec(KubeModel):
     hf_token: Optional[SecretKeyRef] = Field(None, description="Secret key holding a Hugging Face token (HF_TOKEN).")
     s3_secret_name: Optional[str] = Field(
         None, pattern=DNS_LABEL_PATTERN,
-        description="Secret with AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY and optionally AWS_ENDPOINT_URL.",
+        description="Secret with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and optionally "
+        "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_DEFAULT_REGION; each reaches the pods as its own secretKeyRef.",
     )
 
 

@@ -101,20 +101,37 @@ def common_env(job: FineTuneJob) -> list[dict[str, Any]]:
         {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
         {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
     ]
+    return env + secret_env(job)
+
+
+# The keys of credentials.s3SecretName that become env vars; the access key pair must be there.
+S3_SECRET_KEYS = {
+    "AWS_ACCESS_KEY_ID": False,
+    "AWS_SECRET_ACCESS_KEY": False,
+    "AWS_SESSION_TOKEN": True,
+    "AWS_ENDPOINT_URL": True,
+    "AWS_DEFAULT_REGION": True,
+}
+
+
+def secret_env(job: FineTuneJob) -> list[dict[str, Any]]:
+    """Credentials, each by its own secretKeyRef: never in the ConfigMap, and no other key of the
+    Secret reaches the pod."""
     credentials = job.spec.credentials
+    env = []
     if credentials.hf_token:
-        env.append(
-            {
-                "name": "HF_TOKEN",
-                "valueFrom": {"secretKeyRef": {"name": credentials.hf_token.name, "key": credentials.hf_token.key}},
-            }
-        )
+        env.append(secret_key_env("HF_TOKEN", credentials.hf_token.name, credentials.hf_token.key))
+    if credentials.s3_secret_name:
+        env += [secret_key_env(key, credentials.s3_secret_name, key, optional)
+                for key, optional in S3_SECRET_KEYS.items()]
     return env
 
 
-def env_from(job: FineTuneJob) -> list[dict[str, Any]]:
-    secret = job.spec.credentials.s3_secret_name
-    return [{"secretRef": {"name": secret}}] if secret else []
+def secret_key_env(name: str, secret: str, key: str, optional: bool = False) -> dict[str, Any]:
+    reference: dict[str, Any] = {"name": secret, "key": key}
+    if optional:
+        reference["optional"] = True
+    return {"name": name, "valueFrom": {"secretKeyRef": reference}}
 
 
 def gpu_tolerations(gpu_resource_name: str, gpus: int) -> list[dict[str, Any]]:
@@ -160,7 +177,6 @@ def pod_spec(
         {
             **container,
             "env": common_env(job) + container.get("env", []) + list(resources.env),
-            "envFrom": env_from(job),
             "volumeMounts": volume_mounts(output, inputs),
             "securityContext": container_security_context(),
             # Without a termination message file, the last log lines become the message.
