@@ -12,9 +12,9 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from conftest import REPO, example_documents
+from conftest import REPO, example_documents, with_spec
 from kubetune.api.validation import parse_job
-from kubetune.render import render_job
+from kubetune.render import RenderSettings, render_job
 
 CHART = REPO / "charts" / "kubetune"
 HELMS = ["helm3", "helm4"]
@@ -28,7 +28,9 @@ VALUE_SETS = {
     "custom-images": ["--set", "image.repository=registry.local/kubetune/operator", "--set", "image.tag=1.2.3",
                       "--set", "trainer.image=registry.local/trainer:1", "--set", "evaluator.image=registry.local/eval:1",
                       "--set-json", 'jobPods={"imagePullPolicy":"Always","gpuNodeSelector":{"gpu":"h100"},'
-                                    '"gpuTolerations":[{"key":"ml","operator":"Exists","effect":"NoSchedule"}]}'],
+                                    '"gpuTolerations":[{"key":"ml","operator":"Exists","effect":"NoSchedule"}]}',
+                      "--set-json", 'trainer.resources={"requests":{"cpu":"8","memory":"64Gi"},"limits":{"memory":"128Gi"}}',
+                      "--set-json", 'evaluator.resources={"requests":{"memory":"32Gi"}}'],
     "two-replicas": ["--set", "replicaCount=2"],
     "two-replicas-namespaced": ["--set", "replicaCount=2", "--set", "rbac.scope=namespaced",
                                 "--set", "rbac.namespaces={ml}"],
@@ -90,10 +92,31 @@ def test_value_sets_change_what_they_claim(rendered):
     args = deployment(rendered[("helm4", "custom-images")])["spec"]["template"]["spec"]["containers"][0]
     assert args["image"] == "registry.local/kubetune/operator:1.2.3"
     assert "--trainer-image=registry.local/trainer:1" in args["args"]
-    defaults = next(d for d in rendered[("helm4", "custom-images")] if d["metadata"]["name"].endswith("job-pod-defaults"))
-    assert yaml.safe_load(defaults["data"]["job-pod-defaults.yaml"])["gpuNodeSelector"] == {"gpu": "h100"}
     assert "--peering=kt-kubetune" in container(rendered[("helm4", "two-replicas")])["args"]
     assert "--namespace=ml" in container(rendered[("helm4", "namespaced")])["args"]
+
+
+def job_pod_defaults(documents):
+    config_map = next(d for d in documents if d["metadata"]["name"].endswith("job-pod-defaults"))
+    return yaml.safe_load(config_map["data"]["job-pod-defaults.yaml"])
+
+
+@pytest.mark.parametrize("binary", HELMS)
+def test_job_pod_values_reach_the_pods_the_operator_renders(rendered, binary):
+    """The job-pod-defaults ConfigMap, read as `kubetune operator --job-pod-defaults` reads it."""
+    settings = RenderSettings.from_job_pod_defaults(job_pod_defaults(rendered[(binary, "custom-images")]))
+    job = parse_job(with_spec(resources={"gpusPerNode": 8, "requests": {"cpu": "32"}}))
+    objects = render_job(job, settings)
+    worker = objects.stateful_set["spec"]["template"]["spec"]
+    assert worker["nodeSelector"] == {"gpu": "h100"}
+    assert worker["containers"][0]["imagePullPolicy"] == "Always"
+    # The job's own cpu request wins; memory comes from the values.
+    assert worker["containers"][0]["resources"] == {"requests": {"cpu": "32", "memory": "64Gi"},
+                                                    "limits": {"memory": "128Gi", "nvidia.com/gpu": 8}}
+    evaluator = objects.evaluation_job["spec"]["template"]["spec"]["containers"][0]
+    assert evaluator["resources"]["requests"] == {"memory": "32Gi"}
+    default = RenderSettings.from_job_pod_defaults(job_pod_defaults(rendered[(binary, "default")]))
+    assert default == RenderSettings()
 
 
 def deployment(documents):
@@ -112,6 +135,8 @@ INVALID_VALUES = [
     ("port out of range", ["--set", "operator.metricsPort=70000"], "metricsPort"),
     ("unknown value", ["--set", "replicas=2"], "replicas"),
     ("bad pull policy", ["--set", "image.pullPolicy=Sometimes"], "pullPolicy"),
+    ("unknown resources key", ["--set-json", 'trainer.resources={"request":{"cpu":"1"}}'], "request"),
+    ("empty quantity", ["--set-json", 'evaluator.resources={"limits":{"memory":""}}'], "memory"),
 ]
 
 

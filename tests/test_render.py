@@ -285,3 +285,14 @@ def test_operator_gpu_defaults_apply_only_to_gpu_pods_the_job_does_not_place():
     assert placed.stateful_set["spec"]["template"]["spec"]["nodeSelector"] == {"pool": "mine"}
     cpu = rendered(with_spec(resources={"gpusPerNode": 0}), settings=settings).stateful_set["spec"]["template"]["spec"]
     assert not cpu.get("nodeSelector") and not cpu.get("tolerations")
+
+
+def test_operator_resource_defaults_fill_only_what_the_job_leaves_out():
+    settings = RenderSettings(trainer_resources={"requests": {"cpu": "4", "memory": "16Gi"},
+                                                 "limits": {"memory": "32Gi", "ephemeral-storage": "50Gi"}})
+    job = with_spec(resources={"requests": {"memory": "64Gi"}, "limits": {"cpu": "16"}})
+    resources = trainer_container(rendered(job, settings=settings))["resources"]
+    # memory and cpu are the job's own (a default 32Gi limit under its 64Gi request would be invalid).
+    assert resources == {"requests": {"memory": "64Gi"},
+                         "limits": {"cpu": "16", "ephemeral-storage": "50Gi"}}
+    assert trainer_container(rendered(with_spec(), settings=settings))["resources"] == settings.trainer_resources

@@ -107,17 +107,16 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--evaluator-image", default=RenderSettings.evaluator_image, show_default=True)
 @click.option("--interval", default=10.0, show_default=True, help="Seconds between reconciles of each job.")
 @click.option("--job-pod-defaults", "defaults_file", default=None, type=click.Path(exists=True, dir_okay=False),
-              help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations for the pods of every job.")
+              help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations, trainerResources, "
+                   "evaluatorResources for the pods of every job (the chart's job-pod-defaults).")
 def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, evaluator_image, interval,
              defaults_file) -> None:
     """Run the FineTuneJob controller (cluster-wide unless --namespace is given)."""
     from ..handlers.main import run_operator
 
     defaults = yaml.safe_load(Path(defaults_file).read_text()) or {} if defaults_file else {}
-    settings = RenderSettings(
-        trainer_image=trainer_image, evaluator_image=evaluator_image,
-        image_pull_policy=defaults.get("imagePullPolicy", RenderSettings.image_pull_policy),
-        gpu_node_selector=defaults.get("gpuNodeSelector") or {}, gpu_tolerations=defaults.get("gpuTolerations") or ())
+    settings = RenderSettings.from_job_pod_defaults(defaults, trainer_image=trainer_image,
+                                                    evaluator_image=evaluator_image)
     run_operator(list(namespaces), liveness_port, metrics_port, peering, settings, interval)
 
 

@@ -29,7 +29,8 @@ def evaluation_job(
         "image": evaluation.image or settings.evaluator_image,
         "imagePullPolicy": training.image_pull_policy or settings.image_pull_policy,
         "command": ["python", "-m", "trainer_entrypoint", "evaluate"],
-        "resources": pods.container_resources(evaluation.requests, evaluation.limits, training.gpu_resource_name, gpus),
+        "resources": pods.container_resources(evaluation.requests, evaluation.limits, training.gpu_resource_name, gpus,
+                                              settings.evaluator_resources),
     }
     pod_spec = pods.pod_spec(
         job,

@@ -23,6 +23,21 @@ class RenderSettings:
     # Where pods that request GPUs go when their job names no nodeSelector / tolerations.
     gpu_node_selector: Mapping[str, str] = field(default_factory=dict)
     gpu_tolerations: Sequence[Mapping[str, Any]] = field(default_factory=tuple)
+    # {"requests": {...}, "limits": {...}} for the resources a job's spec leaves out.
+    trainer_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    evaluator_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+
+    @classmethod
+    def from_job_pod_defaults(cls, defaults: Mapping[str, Any], **images: str) -> "RenderSettings":
+        """From the chart's job-pod-defaults ConfigMap (its jobPods values and the images' resources)."""
+        return cls(
+            **images,
+            image_pull_policy=defaults.get("imagePullPolicy") or cls.image_pull_policy,
+            gpu_node_selector=defaults.get("gpuNodeSelector") or {},
+            gpu_tolerations=tuple(defaults.get("gpuTolerations") or ()),
+            trainer_resources=defaults.get("trainerResources") or {},
+            evaluator_resources=defaults.get("evaluatorResources") or {},
+        )
 
     def node_selector(self, own: Mapping[str, str], gpus: int) -> dict[str, str]:
         return dict(own or (self.gpu_node_selector if gpus else {}))
@@ -142,10 +157,15 @@ def gpu_tolerations(gpu_resource_name: str, gpus: int) -> list[dict[str, Any]]:
 
 
 def container_resources(
-    requests: dict[str, Any], limits: dict[str, Any], gpu_resource_name: str, gpus: int
+    requests: Mapping[str, Any], limits: Mapping[str, Any], gpu_resource_name: str, gpus: int,
+    defaults: Mapping[str, Mapping[str, Any]],
 ) -> dict[str, Any]:
+    # Like a LimitRange: a default applies to a resource the job neither requests nor limits,
+    # so a default limit never falls below a request of the job's own.
+    own = set(requests) | set(limits)
+    requests = {**without(defaults.get("requests", {}), own), **requests}
+    limits = {**without(defaults.get("limits", {}), own), **limits}
     resources: dict[str, Any] = {}
-    limits = dict(limits)
     if gpus:
         limits[gpu_resource_name] = gpus
     if requests:
@@ -153,6 +173,10 @@ def container_resources(
     if limits:
         resources["limits"] = limits
     return resources
+
+
+def without(mapping: Mapping[str, Any], keys: set[str]) -> dict[str, Any]:
+    return {key: value for key, value in mapping.items() if key not in keys}
 
 
 def drop_empty(mapping: dict[str, Any]) -> dict[str, Any]:

@@ -91,7 +91,8 @@ def worker_stateful_set(
         "env": rendezvous_env(job),
         "ports": PORTS,
         "resources": pods.container_resources(
-            resources.requests, resources.limits, resources.gpu_resource_name, resources.gpus_per_node
+            resources.requests, resources.limits, resources.gpu_resource_name, resources.gpus_per_node,
+            settings.trainer_resources,
         ),
     }
     pod_spec = pods.pod_spec(
