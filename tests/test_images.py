@@ -70,9 +70,10 @@ def image_instructions(image, kind, built_from=False):
     also those of every stage it copies or mounts files from."""
     dockerfile, target = IMAGE_TARGETS[image]
     by_stage, chosen = stages(dockerfile), stage_chain(dockerfile, target)
-    for stage in chosen if built_from else []:
-        text = " ".join(i["value"] for i in by_stage[stage][1])
-        chosen += [s for s in re.findall(r"from=([\w.-]+)", text) if s in by_stage and s not in chosen]
+    if built_from:
+        for stage in chosen:  # the list grows as stages it copies from are found
+            text = " ".join(i["value"] for i in by_stage[stage][1])
+            chosen += [s for s in re.findall(r"from=([\w.-]+)", text) if s in by_stage and s not in chosen]
     return [i["value"] for stage in chosen for i in by_stage[stage][1] if i["instruction"] == kind]
 
 

@@ -52,9 +52,10 @@ class RunFolders:
         the trainer config."""
         (self.root / "config").mkdir(parents=True, exist_ok=True)
         (self.root / "output").mkdir(parents=True, exist_ok=True)
-        for name, text in config_map_data.items():
-            (self.root / "config" / name).write_text(json.dumps(map_paths(json.loads(text), self.mapping), indent=2))
-        return json.loads((self.root / "config" / contract.CONFIG_FILE).read_text())
+        files = {name: map_paths(json.loads(text), self.mapping) for name, text in config_map_data.items()}
+        for name, data in files.items():
+            (self.root / "config" / name).write_text(json.dumps(data, indent=2))
+        return files[contract.CONFIG_FILE]
 
 
 def local_ports() -> dict[int, int]:
