@@ -2,18 +2,26 @@
 with its hashes.
 
 Each lock is resolved from the project's own extras in pyproject.toml, held to the versions the
-tests run (constraints.txt), so an image installs what CI tested. Resolution is cut off at
-RESOLVED_AT, which makes it repeatable: the same inputs give the same lock, and `--check` fails
-when a checked-in lock no longer matches its inputs.
+tests run (constraints.txt), so an image installs what CI tested.
 
-    python images/lock.py            # rewrite every lock
-    python images/lock.py --check    # exit 1, with a diff, when a lock is stale
+A lock changes only when asked. Writing and checking both resolve with the checked-in lock as
+uv's preferences, which uv keeps unless told to upgrade: `--check` therefore answers "does the
+lock still satisfy its inputs?" and not "is it what the registry would pick today?", so it does
+not go stale when new releases are published. A new or changed input (a dependency added to an
+extra, a tighter constraint) changes the pins and fails the check. `--upgrade` takes the newest
+releases up to RESOLVED_AT (where the index honours the cut-off).
+
+    python images/lock.py              # bring every lock in line with its inputs, keeping pins
+    python images/lock.py --upgrade    # re-lock to newer releases: a deliberate step
+    python images/lock.py --check      # exit 1, with a diff of the pins, when a lock is stale
 """
 
 from __future__ import annotations
 
 import argparse
 import difflib
+import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -68,35 +76,48 @@ def compile_command(lock: Lock, output: Path) -> list[str]:
     ]
 
 
-def resolve(lock: Lock, output: Path) -> None:
-    subprocess.run(compile_command(lock, output), cwd=ROOT, check=True)
+def resolve(lock: Lock, output: Path, upgrade: bool = False) -> None:
+    """Resolve into `output`; the pins already there are uv's preferences unless upgrading."""
+    command = compile_command(lock, output) + (["--upgrade"] if upgrade else [])
+    subprocess.run(command, cwd=ROOT, check=True)
 
 
-def write_all() -> None:
+def write_all(upgrade: bool) -> None:
     # In order: the flash-attention lock is held to the trainer lock written before it.
     for lock in LOCKS.values():
-        resolve(lock, ROOT / lock.path)
+        resolve(lock, ROOT / lock.path, upgrade)
+
+
+PIN = re.compile(r"^([A-Za-z0-9][A-Za-z0-9._-]*)==(\S+)")
+
+
+def pins(text: str) -> list[str]:
+    """The `name==version` lines of a lock; hashes a registry adds to a release do not count."""
+    return [f"{m.group(1).lower()}=={m.group(2)}\n" for m in map(PIN.match, text.splitlines()) if m]
 
 
 def stale_locks() -> list[str]:
-    """A unified diff for each lock that differs from a fresh resolution of its inputs."""
+    """A diff of the pins for each lock that its inputs, resolved with the lock as preferences,
+    would change."""
     diffs = []
     with tempfile.TemporaryDirectory() as scratch:
         for name, lock in LOCKS.items():
-            fresh = Path(scratch) / f"{name}.lock"
-            resolve(lock, fresh)
-            old = (ROOT / lock.path).read_text().splitlines(keepends=True)
-            new = fresh.read_text().splitlines(keepends=True)
+            resolved = Path(scratch) / f"{name}.lock"
+            shutil.copyfile(ROOT / lock.path, resolved)
+            resolve(lock, resolved)
+            old, new = pins((ROOT / lock.path).read_text()), pins(resolved.read_text())
             if old != new:
-                diffs.append("".join(difflib.unified_diff(old, new, lock.path, "fresh resolution")))
+                diffs.append("".join(difflib.unified_diff(old, new, lock.path, "resolved from its inputs")))
     return diffs
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--check", action="store_true", help="compare instead of writing")
-    if not parser.parse_args().check:
-        write_all()
+    parser.add_argument("--upgrade", action="store_true", help="take newer releases instead of keeping pins")
+    args = parser.parse_args()
+    if not args.check:
+        write_all(args.upgrade)
         return 0
     diffs = stale_locks()
     for diff in diffs:

@@ -1,6 +1,7 @@
 """Evaluation: metric arithmetic, the code sandbox, and the evaluator command end to end with
 vLLM (CPU build) and transformers on tiny models trained here."""
 
+import contextlib
 import json
 import math
 import os
@@ -18,6 +19,7 @@ from trainer_entrypoint import code_samples, scoring
 from trainer_entrypoint.code_checks import AppsTask, HumanEvalTask, apps_passes, apps_task, humaneval_passes
 from trainer_entrypoint.evaluation import ModelRun, combine, score_model, summary
 from trainer_entrypoint.sandbox import run_program
+from trainer_entrypoint.sources import model_reference
 from trainer_entrypoint.worker import train
 
 EVALUATOR_TIMEOUT = 420
@@ -233,13 +235,61 @@ def test_vllm_evaluates_a_lora_job_against_its_base(lora_on_both_engines):
     assert any(row["tuned"]["completions"] != row["base"]["completions"] for row in rows)
 
 
-def test_greedy_generations_are_the_same_on_vllm_and_transformers(lora_on_both_engines):
+# Two engines may round a near tie of the two best next tokens either way; anything wider is a
+# real disagreement. fp32 logits of the two engines differ by about 1e-4 here.
+NEAR_TIE = 0.02
+
+
+def departs_only_at_a_near_tie(model, tokenizer, prompt_ids, other_text, max_tokens):
+    """Follow transformers' greedy path from the prompt until its text departs from other_text
+    (the other engine's completion); True when a step up to there had a near tie."""
+    import torch
+
+    ids, generated = list(prompt_ids), []
+    with torch.no_grad():
+        for _ in range(max_tokens):
+            logprobs = torch.log_softmax(model(input_ids=torch.tensor([ids])).logits[0, -1].float(), dim=-1)
+            best, second = torch.topk(logprobs, 2).values.tolist()
+            if best - second < NEAR_TIE:
+                return True
+            token = int(logprobs.argmax())
+            ids.append(token)
+            generated.append(token)
+            if not other_text.startswith(tokenizer.decode(generated, skip_special_tokens=True)):
+                return False
+            if token == tokenizer.eos_token_id:
+                return False
+    return False
+
+
+def test_greedy_generations_agree_on_vllm_and_transformers_except_at_near_ties(trained, lora_on_both_engines):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from trainer_entrypoint.eval_data import Encoder
+
     (_, _, vllm, _), (code, message, transformers, output) = (lora_on_both_engines[e] for e in ("vllm", "transformers"))
     assert code == 0, output[-3000:]
-    for a, b in zip(generations(vllm), generations(transformers), strict=True):
-        assert a["tuned"]["completions"] == b["tuned"]["completions"], a["prompt"]
-        assert a["base"]["completions"] == b["base"]["completions"], a["prompt"]
     assert vllm["metrics"]["loss"] == transformers["metrics"]["loss"]
+    document, root = trained["lora"]
+    config = map_paths(rendered_config(document)[1], root)
+    tokenizer = AutoTokenizer.from_pretrained(config["output"]["model"])
+    base = AutoModelForCausalLM.from_pretrained(model_reference(config["model"]["location"], "builtin://tiny"))
+    model = PeftModel.from_pretrained(base, config["output"]["model"]).eval()
+    encoder, max_tokens = Encoder(tokenizer), ARITHMETIC["sampling"]["maxTokens"]
+    rows, disagreements = 0, []
+    for a, b in zip(generations(vllm), generations(transformers), strict=True):
+        for label in ("tuned", "base"):
+            rows += 1
+            [vllm_text], [transformers_text] = a[label]["completions"], b[label]["completions"]
+            if vllm_text == transformers_text:
+                continue
+            disagreements.append((a["prompt"], label))
+            adapter = contextlib.nullcontext() if label == "tuned" else model.disable_adapter()
+            with adapter:
+                assert departs_only_at_a_near_tie(model, tokenizer, encoder.prompt(a["prompt"]), vllm_text,
+                                                  max_tokens), (label, a["prompt"], vllm_text, transformers_text)
+    assert len(disagreements) <= rows // 8, disagreements
 
 
 def test_merged_adapter_scores_like_the_served_adapter(trained, lora_on_both_engines):

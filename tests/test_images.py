@@ -101,6 +101,18 @@ def test_lock_files_match_their_inputs():
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-2000:]
 
 
+def test_a_new_input_makes_the_lock_check_fail(tmp_path):
+    for path in ["pyproject.toml", "constraints.txt", "images/lock.py", *(
+            str(p.relative_to(REPO)) for p in (IMAGES / "locks").iterdir())]:
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(REPO / path, tmp_path / path)
+    pyproject = tmp_path / "pyproject.toml"
+    pyproject.write_text(pyproject.read_text().replace('operator = ["kopf', 'operator = ["six>=1.16", "kopf', 1))
+    result = run(sys.executable, tmp_path / "images" / "lock.py", "--check", cwd=tmp_path, timeout=600)
+    assert result.returncode == 1
+    assert "+six==" in result.stdout and "images/locks/operator.lock" in result.stdout
+
+
 def test_the_flash_attention_lock_agrees_with_the_trainer_lock():
     def pins(path):
         lines = (IMAGES / "locks" / path).read_text().splitlines()
