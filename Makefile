@@ -7,7 +7,7 @@ PIP := $(PY) -m pip
 # Caches and temporary files of a test run stay inside the checkout.
 RUN_DIR ?= $(CURDIR)/.test-run
 
-.PHONY: quickstart test install crd trl-keys clean
+.PHONY: quickstart test install crd trl-keys kube-schemas clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,9 +47,13 @@ test: install $(VENV)/.installed-vllm $(VENV)/.installed-helm
 crd: install
 	$(VENV)/bin/kubetune crd > crds/kubetune.io_finetunejobs.yaml
 	cp crds/kubetune.io_finetunejobs.yaml charts/kubetune/crds/
+	$(PY) -m kubetune.api.reference --write
 
 trl-keys: install
 	$(PY) -m kubetune.api.trl_keys --write
+
+kube-schemas: install
+	$(PY) -m kubetune.api.kube_schemas --write
 
 clean:
 	rm -rf $(VENV) $(RUN_DIR)

@@ -1,9 +1,9 @@
 """Run rendered configs and pods on this machine: container paths mapped to folders of a run."""
 
-import json
 from pathlib import Path
 
 from kubetune import contract
+from kubetune.contract.config import TrainerConfig
 from kubetune.api.validation import parse_job
 from kubetune.local import pods as local_pods
 from kubetune.render import render_job
@@ -13,12 +13,12 @@ def rendered_config(document, uid="uid-test"):
     job = parse_job(document)
     job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": uid})})
     objects = render_job(job)
-    return objects, json.loads(objects.config_map["data"][contract.CONFIG_FILE])
+    return objects, TrainerConfig.decode(objects.config_map["data"][contract.CONFIG_FILE])
 
 
-def map_paths(value, root: Path):
-    """Replace /output, /inputs and /etc/kubetune in every string of the config with run folders."""
-    return local_pods.map_paths(value, local_pods.RunFolders(root).mapping)
+def map_paths(config: TrainerConfig, root: Path) -> TrainerConfig:
+    """The config with /output, /inputs and /etc/kubetune in every string replaced by run folders."""
+    return TrainerConfig.model_validate(local_pods.map_paths(config.wire(), local_pods.RunFolders(root).mapping))
 
 
 def write_local_config(document, root: Path, uid="uid-test"):
@@ -54,7 +54,7 @@ def start_pod(objects, ordinal: int, root: Path, log_name: str, extra=None):
     # Compiled DeepSpeed ops are shared by the pods of a test run, as a node's cache would be.
     if "TORCH_EXTENSIONS_DIR" in inherited:
         env["TORCH_EXTENSIONS_DIR"] = inherited["TORCH_EXTENSIONS_DIR"]
-    env["KUBETUNE_TERMINATION_LOG"] = str(root / f"pod-{ordinal}" / "termination-log")
+    env[contract.ENV_TERMINATION_LOG] = str(root / f"pod-{ordinal}" / "termination-log")
     log = open(root / log_name, "w")
     return subprocess.Popen(local_pods.command_of(container), env=env, stdout=log, stderr=subprocess.STDOUT,
                             start_new_session=True)

@@ -142,8 +142,11 @@ CEL_CASES = [
     (".spec.distributed", {"strategy": "ddp", "offload": "optimizer"}, "offload needs"),
     (".spec.distributed", {"strategy": "zero2", "offload": "all"}, "offload: all"),
     (".spec.resources.elastic", {"minNodes": 4, "maxNodes": 2, "maxRestarts": 3}, "minNodes must not exceed"),
-    (".spec.resources", {"nodes": 9, "gpusPerNode": 0, "elastic": {"minNodes": 1, "maxNodes": 4}}, "within elastic"),
-    (".spec.resources", {"nodes": 1, "gpusPerNode": 2, "processesPerNode": 3}, "processesPerNode"),
+    (".spec.resources", {"nodes": 9, "gpusPerNode": 0, "elastic": {"minNodes": 1, "maxNodes": 4}, "env": []},
+     "within elastic"),
+    (".spec.resources", {"nodes": 1, "gpusPerNode": 2, "processesPerNode": 3, "env": []}, "processesPerNode"),
+    (".spec.resources", {"nodes": 1, "gpusPerNode": 0, "env": [{"name": "A", "value": "1"},
+                                                             {"name": "WORLD_SIZE", "value": "8"}]}, "env may not"),
     (".spec.output", {"claimName": "models", "claimTemplate": {"size": "1Gi"}}, "not both"),
     (".spec.rewards[]", {"function": "accuracy_reward", "model": "job://rm", "weight": 1.0}, "either"),
     (".spec.rewards[]", {"weight": 1.0}, "either"),
@@ -176,21 +179,31 @@ def test_every_cel_rule_is_exercised_by_a_refusing_case():
     assert covered == every, every - covered
 
 
-def transition_rule(path):
-    (rule,) = [rule for rule_path, rule in cel_rules() if rule_path == path and "oldSelf" in rule["rule"]]
+def transition_rule(path, field_path):
+    (rule,) = [rule for rule_path, rule in cel_rules()
+               if rule_path == path and "oldSelf" in rule["rule"] and rule["fieldPath"] == field_path]
     return rule["rule"]
 
 
 def test_transition_rule_keeps_method_immutable():
-    rule = transition_rule(".spec")
+    rule = transition_rule(".spec", ".method")
     spec = {"method": "sft", "resources": {"gpusPerNode": 0}}
     assert evaluate_rule(rule, spec, copy.deepcopy(spec))
     assert not evaluate_rule(rule, {**spec, "method": "dpo"}, spec)
 
 
 def test_transition_rule_lets_only_elastic_jobs_change_nodes():
-    rule = transition_rule(".spec.resources")
+    rule = transition_rule(".spec.resources", ".nodes")
     fixed = {"nodes": 2, "gpusPerNode": 0}
     assert not evaluate_rule(rule, {**fixed, "nodes": 3}, fixed)
     elastic = {**fixed, "elastic": {"minNodes": 1, "maxNodes": 4}}
     assert evaluate_rule(rule, {**elastic, "nodes": 3}, elastic)
+
+
+def test_an_optional_field_can_be_neither_added_nor_removed_nor_changed():
+    rule = transition_rule(".spec", ".peft")
+    without, lora = {"method": "sft"}, {"method": "sft", "peft": {"r": 8}}
+    assert evaluate_rule(rule, without, without) and evaluate_rule(rule, lora, copy.deepcopy(lora))
+    assert not evaluate_rule(rule, lora, without)
+    assert not evaluate_rule(rule, without, lora)
+    assert not evaluate_rule(rule, {"method": "sft", "peft": {"r": 16}}, lora)

@@ -13,14 +13,16 @@ import pytest
 
 from conftest import with_spec
 from kubetune import contract
-from kubetune.lifecycle.decide import _evaluation_status
+from kubetune.contract.evaluation import EvaluationSummary
 from local_pods import map_paths, rendered_config, write_local_config
-from trainer_entrypoint import code_samples, scoring
-from trainer_entrypoint.code_checks import AppsTask, HumanEvalTask, apps_passes, apps_task, humaneval_passes
-from trainer_entrypoint.evaluation import ModelRun, combine, score_model, summary
-from trainer_entrypoint.sandbox import run_program
+from trainer_entrypoint import code_samples
+from trainer_entrypoint.evaluate import scoring
+from trainer_entrypoint.evaluate.code_checks import AppsTask, HumanEvalTask, apps_passes, apps_task, humaneval_passes
+from trainer_entrypoint.evaluate.metrics import score_model
+from trainer_entrypoint.evaluate.report import ModelRun, combine, summary
+from trainer_entrypoint.evaluate.sandbox import run_program
 from trainer_entrypoint.sources import model_reference
-from trainer_entrypoint.worker import train
+from trainer_entrypoint.train.worker import train
 
 EVALUATOR_TIMEOUT = 420
 
@@ -71,7 +73,7 @@ def test_bundled_humaneval_canonical_solution_passes_and_a_wrong_one_fails(task,
 
 def code_samples_as_samples(completions_of):
     """Samples of the bundled HumanEval set and a ModelRun whose completions come from completions_of(row)."""
-    from trainer_entrypoint.eval_data import Sample
+    from trainer_entrypoint.evaluate.samples import Sample
 
     samples, run = [], ModelRun()
     for index, (task, row) in enumerate(humaneval_tasks()):
@@ -141,18 +143,19 @@ def test_apps_tasks_run_stdin_and_call_cases():
 def test_summary_carries_base_and_groups_and_the_operator_reads_it():
     metrics = combine({"tuned": {"pass@1": {"all": 0.5, "easy": 1.0, "hard": 0.0}, "loss": {"all": 1.25}},
                        "base": {"pass@1": {"all": 0.25, "easy": 0.5, "hard": 0.0}, "loss": {"all": 2.0}}})
-    assert metrics["pass@1"]["byGroup"]["easy"] == {"tuned": 1.0, "base": 0.5, "delta": 0.5}
+    assert metrics["pass@1"].wire()["byGroup"]["easy"] == {"tuned": 1.0, "base": 0.5, "delta": 0.5}
     message = summary(metrics, "/output/evaluation/report.json")
-    status = _evaluation_status(message)
-    assert status["metrics"]["loss"] == {"tuned": 1.25, "base": 2.0, "delta": -0.75}
-    assert status["metrics"]["pass@1/easy"]["delta"] == 0.5
-    assert status["report"] == "/output/evaluation/report.json"
+    read = EvaluationSummary.read(message)
+    assert read.metrics["loss"].wire() == {"tuned": 1.25, "base": 2.0, "delta": -0.75}
+    assert read.metrics["pass@1/easy"].delta == 0.5
+    assert read.report == "/output/evaluation/report.json"
 
 
 def test_summary_drops_groups_rather_than_overflowing_the_termination_message():
     groups = {f"group-{i:03d}": 0.5 for i in range(300)}
     message = summary(combine({"tuned": {"pass@1": {"all": 0.5, **groups}}}), "/output/evaluation/report.json")
     assert len(message) <= 4000 and json.loads(message)["metrics"] == {"pass@1": {"tuned": 0.5}}
+    assert json.loads(message)["report"] == "/output/evaluation/report.json"
 
 
 # --- the evaluator command, end to end ----------------------------------------------------------
@@ -183,7 +186,7 @@ def trained(tmp_path_factory):
         if name == "reward":  # the GRPO job's reward model is the one just trained
             jobs["grpo"] = with_spec(method="grpo", training={"max_steps": 2, "per_device_train_batch_size": 4,
                                                               "num_generations": 4, "max_completion_length": 8},
-                                     rewards=[{"function": "answer_match"}, {"model": config["output"]["model"]}])
+                                     rewards=[{"function": "answer_match"}, {"model": config.output.model}])
     return trained_jobs
 
 
@@ -196,11 +199,11 @@ def evaluate(trained_job, name, evaluation, peft=None):
         spec["peft"] = peft
     _, config = rendered_config({**document, "spec": spec})
     config = map_paths(config, root)
-    config["output"]["evaluation"] = str(root / f"evaluation-{name}")  # one folder per run of this test
+    config.output.evaluation = str(root / f"evaluation-{name}")  # one folder per run of this test
     config_file = root / f"config-{name}.json"
-    config_file.write_text(json.dumps(config))
+    config_file.write_text(config.encode())
     termination = root / f"termination-{name}"
-    env = {**os.environ, contract.ENV_CONFIG: str(config_file), "KUBETUNE_TERMINATION_LOG": str(termination)}
+    env = {**os.environ, contract.ENV_CONFIG: str(config_file), contract.ENV_TERMINATION_LOG: str(termination)}
     process = subprocess.run([sys.executable, "-m", "trainer_entrypoint", "evaluate"], env=env,
                              capture_output=True, text=True, timeout=EVALUATOR_TIMEOUT)
     message = termination.read_text() if termination.exists() else ""
@@ -226,7 +229,7 @@ def test_vllm_evaluates_a_lora_job_against_its_base(lora_on_both_engines):
     summary_metrics = json.loads(message)["metrics"]
     assert set(summary_metrics) == set(ARITHMETIC["metrics"])
     for values in summary_metrics.values():
-        assert set(values) == {"tuned", "base"}
+        assert set(values) == {"tuned", "base", "delta"}
     assert summary_metrics["loss"]["tuned"] < summary_metrics["loss"]["base"]  # trained beats untrained
     assert summary_metrics["perplexity"]["tuned"] == pytest.approx(math.exp(summary_metrics["loss"]["tuned"]))
     assert report["engine"] == "vllm" and report["dataset"]["rows"] == 32
@@ -266,16 +269,16 @@ def test_greedy_generations_agree_on_vllm_and_transformers_except_at_near_ties(t
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from trainer_entrypoint.eval_data import Encoder
+    from trainer_entrypoint.evaluate.samples import Encoder
 
     (_, _, vllm, _), (code, message, transformers, output) = (lora_on_both_engines[e] for e in ("vllm", "transformers"))
     assert code == 0, output[-3000:]
     assert vllm["metrics"]["loss"] == transformers["metrics"]["loss"]
     document, root = trained["lora"]
     config = map_paths(rendered_config(document)[1], root)
-    tokenizer = AutoTokenizer.from_pretrained(config["output"]["model"])
-    base = AutoModelForCausalLM.from_pretrained(model_reference(config["model"]["location"], "builtin://tiny"))
-    model = PeftModel.from_pretrained(base, config["output"]["model"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(config.output.model)
+    base = AutoModelForCausalLM.from_pretrained(model_reference(config.model.location, "builtin://tiny"))
+    model = PeftModel.from_pretrained(base, config.output.model).eval()
     encoder, max_tokens = Encoder(tokenizer), ARITHMETIC["sampling"]["maxTokens"]
     rows, disagreements = 0, []
     for a, b in zip(generations(vllm), generations(transformers), strict=True):
@@ -322,7 +325,7 @@ def test_a_reward_model_is_evaluated_on_preference_pairs(trained):
                                              {"metrics": ["loss", "reward"], "compareBase": True})
     assert code == 0, output[-3000:]
     metrics = json.loads(message)["metrics"]
-    assert metrics["loss"]["tuned"] > 0 and set(metrics["reward"]) == {"tuned", "base"}
+    assert metrics["loss"]["tuned"] > 0 and set(metrics["reward"]) == {"tuned", "base", "delta"}
     assert report["engine"] == "transformers"
     assert set(generations(report)[0]["tuned"]) >= {"chosen", "rejected"}
 
@@ -332,7 +335,7 @@ def test_grpo_generations_are_scored_by_the_jobs_reward_model(trained):
                   "sampling": {"n": 2, "temperature": 1.0, "maxTokens": 8}}
     code, message, report, output = evaluate(trained["grpo"], "grpo", evaluation)
     assert code == 0, output[-3000:]
-    assert set(json.loads(message)["metrics"]["reward"]) == {"tuned", "base"}
+    assert set(json.loads(message)["metrics"]["reward"]) == {"tuned", "base", "delta"}
     rows = generations(report)
     assert all(len(row["tuned"]["completions"]) == 2 and "reward" in row["tuned"] for row in rows)
     # Scored by the job's reward model: the same number from that model loaded here.
@@ -340,8 +343,8 @@ def test_grpo_generations_are_scored_by_the_jobs_reward_model(trained):
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     reward_model = json.loads((trained["grpo"][1] / "config" / "config.json").read_text())["rewards"][1]["location"]
-    model = AutoModelForSequenceClassification.from_pretrained(reward_model["path"]).eval()
-    tokenizer = AutoTokenizer.from_pretrained(reward_model["path"])
+    model = AutoModelForSequenceClassification.from_pretrained(reward_model["ref"]).eval()
+    tokenizer = AutoTokenizer.from_pretrained(reward_model["ref"])
     row = rows[0]
     texts = [tokenizer.apply_chat_template(row["prompt"] + [{"role": "assistant", "content": c}], tokenize=False)
              for c in row["tuned"]["completions"]]

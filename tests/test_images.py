@@ -186,7 +186,7 @@ def test_trainer_and_evaluator_images_run_the_quickstart(image_venvs, tmp_path):
 @pytest.mark.parametrize("name, code", [
     ("trainer", "import torch, trl, peft, deepspeed, liger_kernel, boto3; assert torch.version.cuda"),
     ("evaluator", "import torch, vllm, peft; from vllm import LLM; from vllm.lora.request import LoRARequest; "
-                  "import trainer_entrypoint.engines; assert torch.version.cuda"),
+                  "import trainer_entrypoint.evaluate.engines; assert torch.version.cuda"),
 ])
 def test_gpu_images_carry_their_cuda_stack(image_venvs, name, code):
     result = run(image_venvs[name] / "bin" / "python", "-c", code)

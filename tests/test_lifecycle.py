@@ -3,14 +3,31 @@
 import json
 from datetime import datetime, timedelta, timezone
 
+import jsonschema
 import pytest
 
 from conftest import with_spec
+from kubetune.api.crd import generate_crd
+from kubetune.api.models import FineTuneJobStatus
 from kubetune.api.validation import parse_job
-from kubetune.lifecycle import Action, Observed, Termination, WorkerPod, WorkerSet, EvaluationRun, decide
+from kubetune.contract.progress import Progress
+from kubetune.lifecycle import Action, Observed, Termination, WorkerPod, WorkerSet, EvaluationRun
+from kubetune.lifecycle import decide as decide_typed
 from kubetune.lifecycle import evaluation_run, worker_pod
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+
+
+class Result:
+    """A decision with its status as stored (camelCase JSON), as the operator writes it."""
+
+    def __init__(self, decision):
+        self.phase, self.actions, self.events = decision.phase, decision.actions, decision.events
+        self.status = decision.wire_status()
+
+
+def decide(job, problems, status, observed, generation=None):
+    return Result(decide_typed(job, problems, FineTuneJobStatus.model_validate(status), observed, generation))
 
 
 def ago(seconds):
@@ -133,6 +150,15 @@ def test_transition(case, spec, status, observed, phase, conditions, actions):
         assert action in decision.actions, decision.actions
 
 
+def test_every_status_the_table_writes_is_valid_under_the_crd_schema():
+    schema = generate_crd()["spec"]["versions"][0]["schema"]["openAPIV3Schema"]["properties"]["status"]
+    validator = jsonschema.Draft4Validator(schema)
+    for case, spec, status, observed, *_ in TABLE:
+        written = decide(parse_job(with_spec(**spec)), [], status, observed, generation=4).status
+        assert not list(validator.iter_errors(written)), (case, written)
+        assert written["output"] == {"claimName": "demo-output", "path": "model"}
+
+
 def test_invalid_spec_fails_with_the_field_and_creates_nothing():
     decision = decide(None, ["spec.resources.nodes: Input should be greater than or equal to 1"], {}, Observed(NOW))
     failed = next(c for c in decision.status["conditions"] if c["type"] == "Failed")
@@ -163,8 +189,8 @@ def test_evaluation_results_land_in_status_with_base_and_delta():
 
 
 def test_progress_is_mirrored_with_a_display_and_a_checkpoint_event():
-    progress = {"step": 50, "totalSteps": 200, "loss": 1.25, "tokensPerSecond": 900.0, "etaSeconds": 30.0,
-                "checkpoint": "checkpoint-50", "phase": "training"}
+    progress = Progress(step=50, total_steps=200, loss=1.25, tokens_per_second=900.0, eta_seconds=30.0,
+                        checkpoint="checkpoint-50", phase="training")
     first = decide(parse_job(with_spec()), [], {"phase": "Training"},
                    Observed(NOW, WorkerSet(1), (running(),), progress=progress))
     assert first.status["progress"] == {"step": 50, "totalSteps": 200, "loss": 1.25, "tokensPerSecond": 900.0,

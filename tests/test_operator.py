@@ -128,15 +128,15 @@ def events_of(harness, job="demo"):
 
 
 def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
-    from trainer_entrypoint.progress import Progress, serve
+    from trainer_entrypoint.train.progress import ProgressState, serve
 
     harness.start_operator()
     create_job(harness, job_document(resources={"nodes": 2}))
     wait_phase(harness, "Pending")
     # Rank 0's real progress server, reached through worker 0's pod IP.
-    progress = Progress("demo", NS)
-    progress.update(phase="training", step=30, totalSteps=120, loss=1.5, tokensPerSecond=800.0,
-                    etaSeconds=90.0, checkpoint="checkpoint-25")
+    progress = ProgressState("demo", NS)
+    progress.update(phase="training", step=30, total_steps=120, loss=1.5, tokens_per_second=800.0,
+                    eta_seconds=90.0, checkpoint="checkpoint-25")
     server = serve(progress, 9470, host="127.0.0.1")
     try:
         set_worker_pod(harness, 0, container_status("running"), pod_ip="127.0.0.1")

@@ -5,13 +5,16 @@ import math
 import os
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
 import torch
 
 from conftest import with_spec
 from local_pods import kill_pod, start_pod, wait_all, write_local_config
-from trainer_entrypoint.worker import train
+from kubetune.contract.output import CompletionRecord, is_complete, newest_complete_checkpoint
+from kubetune.contract.progress import Progress
+from trainer_entrypoint.train.worker import train
 
 SMALL = {"max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
 ONLINE = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4,
@@ -41,10 +44,10 @@ def test_each_method_trains_and_saves_a_loadable_model(method, tmp_path, monkeyp
 
     assert summary["globalStep"] == METHODS[method]["training"]["max_steps"]
     assert math.isfinite(summary["trainLoss"])
-    model = load_saved(config["output"]["model"], method)
+    model = load_saved(config.output.model, method)
     assert sum(p.numel() for p in model.parameters()) > 0
-    record = json.loads(open(config["output"]["completionRecord"]).read())
-    assert record["uid"] == f"uid-{method}" and record["globalStep"] == summary["globalStep"]
+    record = CompletionRecord.read(Path(config.output.completion_record), f"uid-{method}")
+    assert record.global_step == summary["globalStep"]
 
 
 def test_lora_adapter_is_saved_and_loads_with_transformers(tmp_path, monkeypatch):
@@ -52,7 +55,7 @@ def test_lora_adapter_is_saved_and_loads_with_transformers(tmp_path, monkeypatch
     document = with_spec(method="sft", training=SMALL, peft={"r": 4, "alpha": 8})
     _, config = write_local_config(document, tmp_path)
     train(config)
-    model_dir = config["output"]["model"]
+    model_dir = config.output.model
     assert os.path.exists(os.path.join(model_dir, "adapter_config.json"))
     model = load_saved(model_dir, "sft")
     assert any("lora" in name for name, _ in model.named_parameters())
@@ -91,23 +94,15 @@ def test_rendered_env_forms_a_real_two_node_group(strategy, tmp_path):
     rank_digests = {json.loads(f.read_text())["sha256"] for f in digests.iterdir()}
     assert len(list(digests.iterdir())) == 2 and len(rank_digests) == 1
     # The saved model is the full model, consolidated from the shards under ZeRO-3.
-    assert digest_of_saved_model(config["output"]["model"]) == rank_digests.pop()
-
-
-def checkpoint_names(config):
-    folder = config["output"]["checkpoints"]
-    return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
+    assert digest_of_saved_model(config.output.model) == rank_digests.pop()
 
 
 def test_killed_worker_resumes_from_its_last_complete_checkpoint(tmp_path):
-    from trainer_entrypoint.checkpoints import is_complete, newest_complete_checkpoint
-    from pathlib import Path
-
     steps = 150
     document = with_spec(training={**SMALL, "max_steps": steps, "logging_steps": 10},
                          checkpointing={"everySteps": 10, "keep": 3})
     objects, config = write_local_config(document, tmp_path)
-    checkpoints = Path(config["output"]["checkpoints"])
+    checkpoints = Path(config.output.checkpoints)
     first = start_pod(objects, 0, tmp_path, "first.log")
     deadline = time.monotonic() + 240
     while newest_complete_checkpoint(checkpoints) is None and first.poll() is None and time.monotonic() < deadline:
@@ -128,8 +123,8 @@ def test_killed_worker_resumes_from_its_last_complete_checkpoint(tmp_path):
     resumed_from = log.split("kubetune: resuming from ")[1].split()[0]
     assert resumed_from == resumed_at.name
     assert "removed incomplete checkpoint" in log and not torn.exists()
-    record = json.loads(Path(config["output"]["completionRecord"]).read_text())
-    assert record["globalStep"] == steps
+    record = CompletionRecord.read(Path(config.output.completion_record), "uid-test")
+    assert record.global_step == steps
     state = json.loads((checkpoints / f"checkpoint-{steps}" / "trainer_state.json").read_text())
     assert state["global_step"] == steps
 
@@ -183,8 +178,8 @@ def test_rank_zero_serves_progress_and_prometheus_metrics(tmp_path):
     try:
         while pod.poll() is None and time.monotonic() < deadline:
             try:
-                progress = json.load(urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2))
-                if progress.get("step", 0) >= 20 and "loss" in progress:
+                progress = Progress.decode(urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2).read())
+                if progress.step >= 20 and progress.loss is not None:
                     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
                     break
             except OSError:
@@ -192,8 +187,8 @@ def test_rank_zero_serves_progress_and_prometheus_metrics(tmp_path):
             time.sleep(0.2)
     finally:
         assert wait_all([pod], timeout=300) == [0]
-    assert progress and progress["totalSteps"] == 200 and 0 < progress["progress"] <= 1
-    assert progress["tokensPerSecond"] > 0 and math.isfinite(progress["loss"])
+    assert progress and progress.total_steps == 200 and 0 < progress.progress <= 1
+    assert progress.tokens_per_second > 0 and math.isfinite(progress.loss) and progress.phase == "training"
     for name in ["kubetune_training_step", "kubetune_training_total_steps", "kubetune_training_loss",
                  "kubetune_training_learning_rate", "kubetune_training_tokens_per_second",
                  "kubetune_training_progress_ratio", "kubetune_training_epoch"]:

@@ -6,11 +6,16 @@ import os
 import datasets
 import pytest
 
-from trainer_entrypoint.checkpoints import completed_by, is_complete, newest_complete_checkpoint, write_completion
-from trainer_entrypoint.data import detect_format, load_for_method, prepare
+from kubetune.contract.config import DatasetConfig, PeftConfig
+from kubetune.contract.formats import detect_format
+from kubetune.contract.methods import METHODS
+from kubetune.contract.output import CompletionRecord, is_complete, newest_complete_checkpoint
+from kubetune.contract.sources import Location
+from trainer_entrypoint.data import load_for_method, prepare
 from trainer_entrypoint.errors import PermanentError
-from trainer_entrypoint.methods import hardware_training_args, peft_config
-from trainer_entrypoint.rewards import answer_match, reward_function
+from trainer_entrypoint.train.checkpoints import discard_incomplete
+from trainer_entrypoint.train.rewards import answer_match, reward_function
+from trainer_entrypoint.train.trainer import hardware_training_args, peft_config
 
 
 @pytest.mark.parametrize(
@@ -73,15 +78,15 @@ def test_declared_format_must_have_its_columns():
 
 def test_local_folder_splits_and_missing_split(tmp_path):
     (tmp_path / "train.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
-    spec = {"location": {"kind": "path", "path": str(tmp_path)}, "source": str(tmp_path), "format": "auto"}
+    spec = DatasetConfig(location=Location(kind="path", ref=str(tmp_path)), source=str(tmp_path))
     assert load_for_method(spec, "sft", "train")[0]["text"] == "hello"
     with pytest.raises(PermanentError, match="no data files for split 'test'"):
         load_for_method(spec, "sft", "test")
 
 
 def test_builtin_data_exists_for_every_method(builtin_tiny):
-    spec = {"location": {"kind": "builtin", "name": "tiny"}, "source": "builtin://tiny", "format": "auto"}
-    for method in ["sft", "dpo", "kto", "reward", "grpo", "rloo"]:
+    spec = DatasetConfig(location=Location(kind="builtin", ref="tiny"), source="builtin://tiny")
+    for method in METHODS:
         assert len(load_for_method(spec, method, "train")) == 256
         assert len(load_for_method(spec, method, "test")) == 32
 
@@ -103,15 +108,18 @@ def test_newest_complete_checkpoint_skips_interrupted_saves(tmp_path):
     assert newest_complete_checkpoint(tmp_path).name == "checkpoint-20"
     assert not is_complete(tmp_path / "checkpoint-30")
     assert newest_complete_checkpoint(tmp_path / "missing") is None
+    assert sorted(p.name for p in discard_incomplete(tmp_path)) == ["checkpoint-30", "checkpoint-40"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint-10", "checkpoint-20", "checkpoint-50"]
 
 
 def test_completion_record_belongs_to_one_job_uid(tmp_path):
     record = tmp_path / "COMPLETED.json"
-    assert completed_by(record, "a") is None
-    write_completion(record, "a", 12, "/output/model", 0.5)
-    assert completed_by(record, "a")["globalStep"] == 12
+    assert CompletionRecord.read(record, "a") is None
+    CompletionRecord(uid="a", global_step=12, model="/output/model", train_loss=0.5).write(record)
+    assert CompletionRecord.read(record, "a").global_step == 12
+    assert json.loads(record.read_text())["globalStep"] == 12
     # A new job of the same name (new uid) on the same volume trains again.
-    assert completed_by(record, "b") is None
+    assert CompletionRecord.read(record, "b") is None
 
 
 def test_answer_match_reward():
@@ -136,9 +144,10 @@ def test_cpu_forces_use_cpu_and_gpu_prefers_bf16():
 
 
 def test_lora_targets_all_linear_layers_by_default():
-    config = peft_config({"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["all-linear"]}, "sft")
+    config = peft_config(PeftConfig(r=8, alpha=16, dropout=0.0), METHODS["sft"])
     assert config.target_modules == "all-linear" and config.task_type == "CAUSAL_LM"
-    assert peft_config({"r": 8, "alpha": 16, "dropout": 0.0, "targetModules": ["q_proj"]}, "reward").task_type == "SEQ_CLS"
+    reward = peft_config(PeftConfig(r=8, alpha=16, dropout=0.0, target_modules=["q_proj"]), METHODS["reward"])
+    assert reward.task_type == "SEQ_CLS"
 
 
 def _build_tiny_as_rank(rank, folder, store):

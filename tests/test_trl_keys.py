@@ -2,7 +2,8 @@
 
 import trl
 
-from kubetune.api.trl_keys import CONFIG_CLASSES, MANAGED_KEYS, generate_table, load_table
+from kubetune.api.trl_keys import MANAGED_KEYS, generate_table, load_table
+from kubetune.contract.methods import METHODS
 
 
 def test_table_matches_installed_trl():
@@ -14,9 +15,10 @@ def test_table_matches_installed_trl():
 def test_table_covers_every_method_with_its_trl_config_class():
     table = load_table()
     assert table["trl_version"] == trl.__version__
-    for method, class_name in CONFIG_CLASSES.items():
+    assert set(table["methods"]) == set(METHODS)
+    for method, row in METHODS.items():
         fields = table["methods"][method]["fields"]
-        assert table["methods"][method]["class"] == class_name
+        assert table["methods"][method]["class"] == row.config_class
         assert {"learning_rate", "per_device_train_batch_size", "num_train_epochs"} <= set(fields)
 
 

@@ -214,7 +214,7 @@ def test_multi_document_files_name_the_document(tmp_path):
 def test_method_is_immutable_on_update():
     old = with_spec(method="sft")
     new = with_spec(method="dpo")
-    with pytest.raises(InvalidJob, match="spec.method: method is immutable"):
+    with pytest.raises(InvalidJob, match="spec.method: method cannot change once the job exists"):
         parse_job(new, old_document=old)
     parse_job(old, old_document=old)
 
@@ -225,3 +225,77 @@ def test_nodes_change_on_update_only_for_elastic_jobs():
         parse_job(with_spec(resources={"nodes": 3}), old_document=old)
     elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}
     parse_job(with_spec(resources={**elastic, "nodes": 3}), old_document=with_spec(resources=elastic))
+
+
+# --- what may change on an existing job -----------------------------------------------------
+
+RUNNING = {"resources": {"nodes": 2}, "peft": {"r": 8}, "training": {"learning_rate": 1e-4}}
+FIXED_EDITS = [
+    # (what is edited, the spec fields after the edit, the field the refusal names)
+    ("model", {"model": {"source": "hf://org/other"}}, "spec.model"),
+    ("dataset split", {"dataset": {"source": "builtin://tiny", "split": "other"}}, "spec.dataset"),
+    ("a TRL key", {"training": {"learning_rate": 2e-4}}, "spec.training"),
+    ("LoRA rank", {"peft": {"r": 16}}, "spec.peft"),
+    ("LoRA removed", {"peft": None}, "spec.peft"),
+    ("strategy", {"distributed": {"strategy": "zero3"}}, "spec.distributed"),
+    ("GPUs per node", {"resources": {"nodes": 2, "gpusPerNode": 1}}, "spec.resources.gpusPerNode"),
+    ("image", {"resources": {"nodes": 2, "image": "registry/trainer:2"}}, "spec.resources.image"),
+    ("env", {"resources": {"nodes": 2, "env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}}, "spec.resources.env"),
+    ("fixed node count", {"resources": {"nodes": 3}}, "spec.resources.nodes"),
+    ("checkpointing", {"checkpointing": {"everySteps": 10}}, "spec.checkpointing"),
+    ("output claim", {"output": {"claimName": "models"}}, "spec.output"),
+    ("credentials", {"credentials": {"s3SecretName": "s3"}}, "spec.credentials"),
+]
+ALLOWED_EDITS = [
+    ("suspend", {"runPolicy": {"suspend": True}}),
+    ("deadline, TTL and backoff", {"runPolicy": {"activeDeadlineSeconds": 60, "ttlSecondsAfterFinished": 5,
+                                                 "backoffLimit": 9}}),
+    ("evaluation", {"evaluation": {"metrics": ["loss", "exact_match"], "compareBase": True}}),
+]
+
+
+def edited(**changes):
+    spec = {**RUNNING, **changes}
+    return with_spec(**{key: value for key, value in spec.items() if value is not None})
+
+
+@pytest.mark.parametrize("what,changes,field", FIXED_EDITS, ids=[e[0] for e in FIXED_EDITS])
+def test_an_edit_that_cannot_take_effect_is_refused_naming_the_field(what, changes, field):
+    with pytest.raises(InvalidJob) as refused:
+        parse_job(edited(**changes), old_document=edited())
+    messages = [str(problem) for problem in refused.value.problems if problem.path == field]
+    assert messages, refused.value.problems
+    assert "create a new job" in messages[0] or "elastic" in messages[0]
+
+
+@pytest.mark.parametrize("what,changes", ALLOWED_EDITS, ids=[e[0] for e in ALLOWED_EDITS])
+def test_run_policy_and_evaluation_may_change(what, changes):
+    parse_job(edited(**changes), old_document=edited())
+
+
+def test_an_elastic_job_may_be_resized_and_nothing_else_of_its_resources():
+    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}
+    parse_job(edited(resources={**elastic, "nodes": 4}), old_document=edited(resources=elastic))
+    with pytest.raises(InvalidJob, match="spec.resources.elastic: elastic cannot change"):
+        parse_job(edited(resources={**elastic, "elastic": {"minNodes": 1, "maxNodes": 8}}),
+                  old_document=edited(resources=elastic))
+
+
+# --- the env a job may not set --------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["PET_NNODES", "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "RANK",
+                                  "LOCAL_RANK", "KUBETUNE_CONFIG", "TORCHELASTIC_RUN_ID"])
+def test_reserved_env_is_refused_naming_the_field_and_the_variable(tmp_path, name):
+    env = [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": name, "value": "1"}]
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(with_spec(resources={"env": env})))
+    result = run_cli("validate", str(path))
+    assert result.exit_code == 1
+    assert f"{path}: spec.resources.env: env {name} is set by kubetune" in result.output
+
+
+def test_an_ordinary_env_variable_is_fine():
+    parse_job(with_spec(resources={"env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "RANKING", "value": "x"},
+                                           {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf",
+                                                                                              "key": "t"}}}]}))

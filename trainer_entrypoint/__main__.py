@@ -12,15 +12,15 @@ import sys
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else ""
     if command == "train":
-        from .launcher import main as launch
+        from .train.launcher import main as launch
 
         return launch()
     if command == "worker":
-        from .worker import main as work
+        from .train.worker import main as work
 
         return work()
     if command == "evaluate":
-        from .evaluation import main as evaluate
+        from .evaluate.main import main as evaluate
 
         return evaluate()
     if command == "build-tiny":

@@ -14,29 +14,22 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from kubetune import contract
+from kubetune.contract.formats import FORMAT_NAMES
+from kubetune.contract.methods import METHODS
+
 BUILD_VERSION = "2"
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-# The format each method reads by default.
-FORMAT_FOR_METHOD = {
-    "sft": "messages",
-    "dpo": "preference",
-    "reward": "preference",
-    "kto": "unpaired_preference",
-    "grpo": "prompt_only",
-    "rloo": "prompt_only",
-}
-FORMATS = ["messages", "prompt_completion", "text", "preference", "unpaired_preference", "prompt_only", "prompt_answer",
-           "humaneval", "apps"]
 SPLITS = {"train": 256, "test": 32}
 
 
 def builtin_root() -> Path:
     default = Path(os.environ.get("HF_HOME", Path.home() / ".cache" / "huggingface")) / "kubetune-builtin"
-    return Path(os.environ.get("KUBETUNE_BUILTIN_DIR", default))
+    return Path(os.environ.get(contract.ENV_BUILTIN_DIR, default))
 
 
 def tiny_dir() -> Path:
@@ -115,7 +108,7 @@ def _write_data(root: Path) -> list[str]:
     for split, count in SPLITS.items():
         questions = _questions(count, seed=len(split))
         texts += [f"{q} {r} {w}" for q, r, w in questions]
-        for fmt in FORMATS:
+        for fmt in FORMAT_NAMES:
             records = CODE_DATA.get(fmt) or [
                 record for index, row in enumerate(questions) for record in _rows(fmt, *row, index)]
             _write_jsonl(root / "data" / fmt / f"{split}.jsonl", records)
@@ -157,9 +150,9 @@ def tiny_model_dir() -> Path:
 
 
 def tiny_data_dir(method: str, fmt: str) -> Path:
-    chosen = FORMAT_FOR_METHOD[method] if fmt == "auto" else fmt
-    if chosen not in FORMATS:
+    chosen = METHODS[method].builtin_format if fmt == "auto" else fmt
+    if chosen not in FORMAT_NAMES:
         from .errors import PermanentError
 
-        raise PermanentError(f"builtin://tiny has no {chosen!r} data; it has {', '.join(FORMATS)}")
+        raise PermanentError(f"builtin://tiny has no {chosen!r} data; it has {', '.join(FORMAT_NAMES)}")
     return tiny_dir() / "data" / chosen

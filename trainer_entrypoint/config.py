@@ -1,13 +1,14 @@
-"""The trainer config rendered into the job's ConfigMap (kubetune.render.trainer_config)."""
+"""The trainer config rendered into the job's ConfigMap (kubetune.contract.config.TrainerConfig)."""
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
-from typing import Any
+
+from pydantic import ValidationError
 
 from kubetune import contract
+from kubetune.contract.config import TrainerConfig
 
 from .errors import PermanentError
 
@@ -16,14 +17,12 @@ def config_path() -> Path:
     return Path(os.environ.get(contract.ENV_CONFIG, f"{contract.CONFIG_DIR}/{contract.CONFIG_FILE}"))
 
 
-def load_config(path: Path | None = None) -> dict[str, Any]:
+def load_config(path: Path | None = None) -> TrainerConfig:
     path = path or config_path()
     try:
-        config = json.loads(path.read_text())
+        return TrainerConfig.decode(path.read_text())
     except FileNotFoundError:
         raise PermanentError(f"{path}: trainer config not found (is the job's ConfigMap mounted?)") from None
-    except json.JSONDecodeError as error:
-        raise PermanentError(f"{path}: not valid JSON: {error}") from None
-    if config.get("kind") != "TrainerConfig":
-        raise PermanentError(f"{path}: kind is {config.get('kind')!r}, expected TrainerConfig")
-    return config
+    except ValidationError as error:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors()[:5])
+        raise PermanentError(f"{path}: not a TrainerConfig this trainer image reads: {problems}") from None

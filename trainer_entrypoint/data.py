@@ -11,40 +11,17 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
+
+from kubetune.contract.config import DatasetConfig
+from kubetune.contract.formats import COLUMNS_OF, detect_format
+from kubetune.contract.methods import METHODS
+from kubetune.contract.sources import PATH
 
 from .errors import PermanentError
+from .sources import fetch
 
-# Columns that identify each format, most specific first.
-FORMAT_COLUMNS = [
-    ("preference", {"prompt", "chosen", "rejected"}),
-    ("unpaired_preference", {"prompt", "completion", "label"}),
-    ("humaneval", {"prompt", "canonical_solution", "test", "entry_point"}),
-    ("apps", {"question", "solutions", "input_output"}),
-    ("messages", {"messages"}),
-    ("prompt_completion", {"prompt", "completion"}),
-    ("prompt_answer", {"prompt", "answer"}),
-    ("text", {"text"}),
-    ("prompt_only", {"prompt"}),
-]
-COLUMNS_OF = dict(FORMAT_COLUMNS)
-# What each method's trainer accepts.
-ACCEPTED = {
-    "sft": {"messages", "prompt_completion", "text"},
-    "dpo": {"preference"},
-    "reward": {"preference"},
-    "kto": {"unpaired_preference"},
-    "grpo": {"prompt_only"},
-    "rloo": {"prompt_only"},
-}
 DATA_SUFFIXES = {".jsonl": "json", ".json": "json", ".parquet": "parquet", ".csv": "csv", ".arrow": "arrow"}
-
-
-def detect_format(columns: set[str]) -> Optional[str]:
-    for name, needed in FORMAT_COLUMNS:
-        if needed <= columns:
-            return name
-    return None
 
 
 def _as_messages(role: str, value: Any) -> list[dict[str, str]]:
@@ -56,7 +33,7 @@ def _first_solution(solutions: Any) -> str:
     return parsed[0] if parsed else ""
 
 
-CONVERSIONS = {
+ROW_CONVERSIONS = {
     # (from format, to format): row -> row
     ("prompt_answer", "prompt_completion"): lambda r: {
         "prompt": _as_messages("user", r["prompt"]), "completion": _as_messages("assistant", r["answer"])},
@@ -74,6 +51,24 @@ CONVERSIONS = {
 }
 
 
+def _unpair(dataset):
+    from trl.data_utils import unpair_preference_dataset
+
+    return unpair_preference_dataset(dataset)
+
+
+# (from format, to format): dataset -> dataset, for conversions that change the number of rows.
+DATASET_CONVERSIONS = {("preference", "unpaired_preference"): _unpair}
+
+
+def convert(dataset, fmt: str, target: str):
+    """The dataset in the target format, or None when there is no way there."""
+    if (fmt, target) in DATASET_CONVERSIONS:
+        return DATASET_CONVERSIONS[fmt, target](dataset)
+    row = ROW_CONVERSIONS.get((fmt, target))
+    return dataset.map(row, remove_columns=dataset.column_names) if row else None
+
+
 def prepare(dataset, method: str, declared_format: str, where: str):
     """The dataset converted to a format the method accepts, or a PermanentError naming columns."""
     columns = set(dataset.column_names)
@@ -85,17 +80,13 @@ def prepare(dataset, method: str, declared_format: str, where: str):
                 f"dataset {where}: format {declared_format} needs column(s) {', '.join(sorted(missing))}; "
                 f"found {', '.join(sorted(columns)) or 'none'}"
             )
-    accepted = ACCEPTED[method]
+    accepted = METHODS[method].reads
     if fmt in accepted:
         return dataset
-    if fmt == "preference" and method == "kto":
-        from trl.data_utils import unpair_preference_dataset
-
-        return unpair_preference_dataset(dataset)
     for target in sorted(accepted):
-        convert = CONVERSIONS.get((fmt, target))
-        if convert:
-            return dataset.map(convert, remove_columns=dataset.column_names)
+        converted = convert(dataset, fmt, target)
+        if converted is not None:
+            return converted
     needed = " or ".join(f"({', '.join(sorted(COLUMNS_OF[f]))})" for f in sorted(accepted))
     missing = sorted(set().union(*(COLUMNS_OF[f] for f in accepted)) - columns)
     raise PermanentError(
@@ -114,27 +105,28 @@ def data_files(folder: Path, split: str) -> list[Path]:
     return found
 
 
-def load_split(location: dict[str, Any], source: str, split: str, name: Optional[str], method: str, fmt: str):
+def load_split(spec: DatasetConfig, split: str, method: str):
     """(dataset, where) for one split; `where` names the file or source in errors."""
     import datasets
 
-    kind = location["kind"]
-    if kind == "hf":
+    location, source = spec.location, spec.source
+    if location.kind == "hf":
         try:
-            return datasets.load_dataset(location["repo"], name, split=split), f"{source} (split {split})"
+            return datasets.load_dataset(location.ref, spec.name, split=split), f"{source} (split {split})"
         except (FileNotFoundError, ValueError) as error:
             raise PermanentError(f"dataset {source} (split {split}): {error}") from None
-    if kind == "builtin":
+    if location.kind == "builtin":
         from .builtin import tiny_data_dir
 
-        path = tiny_data_dir(method, fmt)
-    elif kind == "s3":
-        from .sources import download_s3
-
-        path = Path(download_s3(location["uri"]))
+        path = tiny_data_dir(method, spec.format)
+    elif location.kind == PATH:
+        path = Path(location.ref)
     else:
-        path = Path(location["path"])
-    return _load_local(path, source, split)
+        path = fetch(location, source)
+    dataset, where = _load_local(path, source, split)
+    if spec.max_samples:
+        dataset = dataset.select(range(min(spec.max_samples, len(dataset))))
+    return dataset, where
 
 
 def _load_local(path: Path, source: str, split: str):
@@ -167,8 +159,6 @@ def _load_local(path: Path, source: str, split: str):
     return dataset, where
 
 
-def load_for_method(spec: dict[str, Any], method: str, split: str):
-    dataset, where = load_split(spec["location"], spec["source"], split, spec.get("name"), method, spec["format"])
-    if spec.get("maxSamples"):
-        dataset = dataset.select(range(min(spec["maxSamples"], len(dataset))))
-    return prepare(dataset, method, spec["format"], where)
+def load_for_method(spec: DatasetConfig, method: str, split: str):
+    dataset, where = load_split(spec, split, method)
+    return prepare(dataset, method, spec.format, where)

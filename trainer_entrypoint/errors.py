@@ -12,16 +12,13 @@ from pathlib import Path
 
 from kubetune import contract
 
-TERMINATION_LOG_ENV = "KUBETUNE_TERMINATION_LOG"
-PERMANENT_MARKER_ENV = "KUBETUNE_PERMANENT_ERROR_FILE"
-
 
 class PermanentError(Exception):
     """Configuration, data or model errors that no retry can fix."""
 
 
 def termination_log() -> Path:
-    return Path(os.environ.get(TERMINATION_LOG_ENV, "/dev/termination-log"))
+    return Path(os.environ.get(contract.ENV_TERMINATION_LOG, "/dev/termination-log"))
 
 
 def write_termination_message(message: str) -> None:
@@ -34,7 +31,7 @@ def write_termination_message(message: str) -> None:
 def record_permanent_error(error: PermanentError) -> int:
     message = " ".join(str(error).split())
     write_termination_message(message)
-    marker = os.environ.get(PERMANENT_MARKER_ENV)
+    marker = os.environ.get(contract.ENV_PERMANENT_ERROR_FILE)
     if marker:
         Path(marker).write_text(message)
     print(f"kubetune: permanent error: {message}", flush=True)

@@ -1,44 +1,29 @@
-"""Turn a rendered source location into something transformers and datasets can open."""
+"""Open a rendered source location: a hub repo id, the built-in tiny model, a folder in the pod,
+or an object-store prefix fetched into the cache.
+
+A remote scheme of the contract's table that is neither the hub nor built in is fetched into
+a local folder by its entry in FETCHERS; models and datasets both read that folder.
+"""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Callable
+
+from kubetune.contract.sources import PATH, Location
 
 from .errors import PermanentError
 
 
-def model_reference(location: dict[str, Any], source: str) -> str:
-    """A local folder or a hub repo id for from_pretrained."""
-    kind = location["kind"]
-    if kind == "builtin":
-        from .builtin import tiny_model_dir
-
-        return str(tiny_model_dir())
-    if kind == "hf":
-        return location["repo"]
-    if kind == "path":
-        return _existing_folder(location["path"], source, "model")
-    if kind == "s3":
-        return download_s3(location["uri"])
-    raise PermanentError(f"{source}: unsupported source kind {kind!r}")
-
-
-def _existing_folder(path: str, source: str, what: str) -> str:
-    if not Path(path).exists():
-        upstream = " (has that job succeeded?)" if source.startswith("job://") else ""
-        raise PermanentError(f"{what} {source}: {path} does not exist{upstream}")
-    return path
-
-
-def download_s3(uri: str) -> str:
+def download_s3(ref: str) -> Path:
     """Copy s3://bucket/prefix into the cache (credentials from the AWS_* env)."""
+    uri = f"s3://{ref}"
     try:
         import boto3
     except ImportError:
         raise PermanentError(f"{uri}: s3:// sources need boto3 in the trainer image") from None
-    bucket, _, prefix = uri.removeprefix("s3://").partition("/")
+    bucket, _, prefix = ref.partition("/")
     target = Path(os.environ.get("HF_HOME", "/cache")) / "s3" / bucket / prefix
     client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL"))
     found = False
@@ -51,4 +36,36 @@ def download_s3(uri: str) -> str:
                 client.download_file(bucket, item["Key"], str(destination))
     if not found:
         raise PermanentError(f"{uri}: no objects under this prefix")
-    return str(target)
+    return target
+
+
+# Remote schemes whose sources are fetched into a local folder, by location kind.
+FETCHERS: dict[str, Callable[[str], Path]] = {"s3": download_s3}
+
+
+def fetch(location: Location, source: str) -> Path:
+    """A local folder holding a remote source."""
+    fetcher = FETCHERS.get(location.kind)
+    if fetcher is None:
+        raise PermanentError(f"{source}: this trainer image cannot read {location.kind}:// sources")
+    return fetcher(location.ref)
+
+
+def model_reference(location: Location, source: str) -> str:
+    """A local folder or a hub repo id for from_pretrained."""
+    if location.kind == "builtin":
+        from .builtin import tiny_model_dir
+
+        return str(tiny_model_dir())
+    if location.kind == "hf":
+        return location.ref
+    if location.kind == PATH:
+        return _existing_folder(location.ref, source, "model")
+    return str(fetch(location, source))
+
+
+def _existing_folder(path: str, source: str, what: str) -> str:
+    if not Path(path).exists():
+        upstream = " (has that job succeeded?)" if source.startswith("job://") else ""
+        raise PermanentError(f"{what} {source}: {path} does not exist{upstream}")
+    return path

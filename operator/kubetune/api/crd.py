@@ -3,13 +3,17 @@
 `kubetune crd` prints it; crds/ holds the checked-in copy, and a test fails when the two
 differ. The JSON schema pydantic produces is rewritten into the structural OpenAPI v3
 subset Kubernetes accepts: references inlined, nullable unions collapsed, exclusive bounds
-in OpenAPI 3.0 form, object defaults reduced to {} so the API server fills nested defaults.
+in OpenAPI 3.0 form, object defaults (from default factories too) reduced to {} so the API
+server fills nested defaults.
 """
 
 from __future__ import annotations
 
 import copy
 from typing import Any
+
+from pydantic.json_schema import GenerateJsonSchema, NoDefault
+from pydantic_core import core_schema
 
 from .models import (
     API_VERSION,
@@ -35,6 +39,17 @@ PRINTER_COLUMNS = [
 ]
 
 _DROPPED_KEYS = {"title", "$defs"}
+
+
+class _WithFactoryDefaults(GenerateJsonSchema):
+    """Defaults made by a default_factory land in the schema too: the API server must fill
+    `evaluation: {}` (and then its nested defaults) before the CEL rules read it."""
+
+    def get_default_value(self, schema: core_schema.WithDefaultSchema) -> Any:
+        factory = schema.get("default_factory")
+        if factory is not None and not schema.get("default_factory_takes_data"):
+            return factory()
+        return schema.get("default", NoDefault)
 
 
 def _structural(node: Any, definitions: dict[str, Any]) -> Any:
@@ -77,7 +92,7 @@ def _structural(node: Any, definitions: dict[str, Any]) -> Any:
 
 
 def open_api_schema() -> dict[str, Any]:
-    raw = FineTuneJob.model_json_schema(by_alias=True, mode="validation")
+    raw = FineTuneJob.model_json_schema(by_alias=True, mode="validation", schema_generator=_WithFactoryDefaults)
     schema = _structural(raw, raw.get("$defs", {}))
     schema.pop("description", None)
     properties = schema["properties"]

@@ -2,9 +2,14 @@
 
 These models are the one source of truth: the CRD in crds/ is generated from them
 (`kubetune crd`), and `kubetune validate`, rendering and the operator all read specs
-through them. Cross-field rules are CEL expressions attached with `cel_rules`; they are
-written once, land in the CRD as x-kubernetes-validations, and are evaluated by
-`kubetune.api.validation` for specs that never met an API server.
+through them; the lifecycle writes status through the status models. Cross-field rules are
+CEL expressions attached with `cel_rules`; they are written once, land in the CRD as
+x-kubernetes-validations, and are evaluated by `kubetune.api.validation` for specs that
+never met an API server. Names of methods, formats, metrics and source schemes come from the
+tables in `kubetune.contract`.
+
+Types are strict, as the API server's schema is: "2" is not a number and "yes" is not a
+boolean. Null fields are dropped first, as the API server drops them.
 """
 
 from __future__ import annotations
@@ -12,8 +17,26 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationInfo, WithJsonSchema, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
+
+from ..contract.evaluation import MetricValue
+from ..contract.formats import FORMAT_NAMES
+from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_METHODS
+from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
+from ..contract.pod import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
+from ..contract.progress import TrainingNumbers
+from ..contract.sources import SOURCE_DESCRIPTION, SOURCE_PATTERN
+from .kube_schemas import kube_type
 
 GROUP = "kubetune.io"
 VERSION = "v1alpha1"
@@ -28,23 +51,8 @@ CATEGORIES = ["kubetune", "ml"]
 # label (63 characters with an 11-character suffix), so job names are capped here.
 MAX_JOB_NAME_LENGTH = 45
 
-Method = Literal["sft", "dpo", "grpo", "rloo", "reward", "kto"]
-METHODS: tuple[str, ...] = Method.__args__
-
-SOURCE_PATTERN = (
-    r"^(hf://[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?"
-    r"|pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?"
-    r"|s3://[a-z0-9][a-z0-9.-]*[a-z0-9](/[^\s]*)?"
-    r"|job://[a-z]([-a-z0-9]*[a-z0-9])?"
-    r"|builtin://tiny"
-    r"|/[^\s]*)$"
-)
-SOURCE_DESCRIPTION = (
-    "Where to read from: hf://<org>/<name> (Hugging Face Hub), pvc://<claim>/<path>, "
-    "s3://<bucket>/<prefix>, job://<FineTuneJob in the same namespace> (its trained output), "
-    "builtin://tiny (a tiny local model and dataset for smoke tests), or an absolute path "
-    "inside the image."
-)
+Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
+DataFormat = Literal[("auto",) + FORMAT_NAMES]  # type: ignore[valid-type]
 
 # Kubernetes resource.Quantity: an integer or a quantity string such as "16Gi" or "500m".
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -67,19 +75,26 @@ Quantity = Annotated[
         }
     ),
 ]
-# Kubernetes objects we pass through to pod specs unchanged; the rendered manifests are
-# checked against the Kubernetes schemas, so their shape is validated there.
-KubeObject = Annotated[
-    dict[str, Any],
-    WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
-]
 PassthroughMap = Annotated[
     dict[str, Any],
     WithJsonSchema({"type": "object", "x-kubernetes-preserve-unknown-fields": True}),
 ]
-METRIC_PATTERN = r"^(exact_match|contains|loss|perplexity|reward|pass@[1-9][0-9]*)$"
+# Kubernetes objects that go into pod specs unchanged, checked against the official schemas.
+EnvVar = kube_type("EnvVar")
+Toleration = kube_type("Toleration")
+Affinity = kube_type("Affinity")
+
 DNS_LABEL_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+DNS_SUBDOMAIN_PATTERN = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 JOB_NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# An extended resource name such as nvidia.com/gpu (a qualified name).
+RESOURCE_NAME_PATTERN = (
+    r"^([a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*/)?[A-Za-z0-9]([-A-Za-z0-9_.]*[A-Za-z0-9])?$"
+)
+
+
+def _cel_list(names: tuple[str, ...]) -> str:
+    return "[" + ", ".join(f"'{name}'" for name in names) + "]"
 
 
 def cel_rules(*rules: dict[str, str]) -> ConfigDict:
@@ -87,15 +102,34 @@ def cel_rules(*rules: dict[str, str]) -> ConfigDict:
     return ConfigDict(json_schema_extra={"x-kubernetes-validations": list(rules)})
 
 
+RECREATE = "create a new job with the change (a job:// source can start from this one's output)"
+
+
+def unchanged(field: str, optional: bool = False) -> dict[str, str]:
+    """A transition rule: the field keeps its value once the job exists."""
+    rule = f"self.{field} == oldSelf.{field}"
+    if optional:
+        rule = f"has(self.{field}) == has(oldSelf.{field}) && (!has(self.{field}) || {rule})"
+    return {"rule": rule, "fieldPath": f".{field}",
+            "message": f"{field} cannot change once the job exists: its pods already run with it; {RECREATE}"}
+
+
 class KubeModel(BaseModel):
-    """camelCase on the wire, unknown fields refused."""
+    """camelCase on the wire, unknown fields refused, types as strict as the CRD schema's."""
 
     model_config = ConfigDict(
         alias_generator=to_camel,
         populate_by_name=True,
         extra="forbid",
         validate_default=True,
+        strict=True,
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _drop_nulls(cls, data: Any) -> Any:
+        # The API server drops null fields (none is nullable) before defaulting.
+        return {k: v for k, v in data.items() if v is not None} if isinstance(data, dict) else data
 
     def wire(self) -> dict[str, Any]:
         """The object as it is stored in Kubernetes: camelCase, defaults filled, no nulls."""
@@ -106,51 +140,42 @@ class KubeModel(BaseModel):
 
 
 class ModelSpec(KubeModel):
-    source: str = Field(pattern=SOURCE_PATTERN, description=SOURCE_DESCRIPTION)
-    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit).")
+    source: str = Field(pattern=SOURCE_PATTERN, description=f"The model to train. {SOURCE_DESCRIPTION}")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) of an hf:// model.")
     tokenizer: Optional[str] = Field(
         None, pattern=SOURCE_PATTERN, description="Tokenizer source when it differs from the model."
     )
     dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
         "auto", description="Weights dtype; auto picks bfloat16 on GPUs that support it, else float32."
     )
-    trust_remote_code: bool = False
+    trust_remote_code: bool = Field(False, description="Run the model repository's own code (transformers).")
     attn_implementation: Optional[str] = Field(
         None, description="transformers attn_implementation, e.g. sdpa or flash_attention_2."
     )
 
 
 class DatasetSpec(KubeModel):
-    source: str = Field(pattern=SOURCE_PATTERN, description=SOURCE_DESCRIPTION)
+    source: str = Field(pattern=SOURCE_PATTERN, description=f"The data. {SOURCE_DESCRIPTION}")
     name: Optional[str] = Field(None, description="Dataset configuration (subset) name.")
-    split: str = "train"
-    eval_split: Optional[str] = Field(None, description="Split used for evaluation during training.")
-    format: Literal[
-        "auto",
-        "messages",
-        "prompt_completion",
-        "text",
-        "preference",
-        "prompt_only",
-        "unpaired_preference",
-        "prompt_answer",
-        "apps",
-        "humaneval",
-    ] = Field(
+    split: str = Field("train", description="Split to train on (or, for evaluation.dataset, to evaluate on).")
+    eval_split: Optional[str] = Field(
+        None, description="Split for evaluation during training, and after it when evaluation.dataset is not set."
+    )
+    format: DataFormat = Field(
         "auto",
         description=(
-            "Row format. auto detects TRL's conversational and standard formats; prompt_answer, "
-            "apps and humaneval convert common inputs."
+            "Row format. auto detects TRL's conversational and standard formats by their columns; "
+            "prompt_answer, apps and humaneval rows are converted to what the method reads."
         ),
     )
     max_samples: Optional[int] = Field(None, ge=1, description="Use at most this many rows.")
 
 
 class PeftSpec(KubeModel):
-    method: Literal["lora", "qlora"] = "lora"
-    r: int = Field(16, ge=1, le=1024)
-    alpha: int = Field(32, ge=1)
-    dropout: float = Field(0.05, ge=0, lt=1)
+    method: Literal["lora", "qlora"] = Field("lora", description="lora, or qlora (4-bit base weights; needs GPUs).")
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA layers.")
     target_modules: list[str] = Field(
         default_factory=lambda: ["all-linear"], min_length=1,
         description="Module names to adapt; all-linear adapts every linear layer.",
@@ -169,7 +194,9 @@ class DistributedSpec(KubeModel):
          "fieldPath": ".offload"},
     )
 
-    strategy: Literal["ddp", "zero1", "zero2", "zero3", "fsdp"] = "ddp"
+    strategy: Literal["ddp", "zero1", "zero2", "zero3", "fsdp"] = Field(
+        "ddp", description="ddp (data parallel), DeepSpeed ZeRO stage 1, 2 or 3, or PyTorch FSDP."
+    )
     offload: Literal["none", "optimizer", "all"] = Field(
         "none", description="Offload optimizer state, or optimizer state and parameters, to CPU memory."
     )
@@ -181,9 +208,15 @@ class ElasticSpec(KubeModel):
          "message": "minNodes must not exceed maxNodes", "fieldPath": ".minNodes"},
     )
 
-    min_nodes: int = Field(ge=1)
-    max_nodes: int = Field(ge=1, le=1024)
+    min_nodes: int = Field(ge=1, description="Fewest worker pods training goes on with.")
+    max_nodes: int = Field(ge=1, le=1024, description="Most worker pods the job may be scaled to.")
     max_restarts: int = Field(3, ge=0, description="torchrun --max-restarts for membership changes.")
+
+
+_RESERVED_ENV = (
+    " || ".join(f"e.name.startsWith('{prefix}')" for prefix in RESERVED_ENV_PREFIXES)
+    + f" || e.name in {_cel_list(RESERVED_ENV_NAMES)}"
+)
 
 
 class ResourcesSpec(KubeModel):
@@ -194,27 +227,56 @@ class ResourcesSpec(KubeModel):
          "message": "nodes must lie within elastic.minNodes..elastic.maxNodes", "fieldPath": ".nodes"},
         {"rule": "self.gpusPerNode == 0 || !has(self.processesPerNode) || self.processesPerNode <= self.gpusPerNode",
          "message": "processesPerNode cannot exceed gpusPerNode", "fieldPath": ".processesPerNode"},
+        *(unchanged(field) for field in ("gpusPerNode", "gpuResourceName", "requests", "limits", "shmSize",
+                                          "nodeSelector", "tolerations", "env")),
+        *(unchanged(field, optional=True) for field in ("elastic", "processesPerNode", "image", "imagePullPolicy",
+                                                         "affinity", "priorityClassName", "schedulerName",
+                                                         "serviceAccountName")),
+        {"rule": f"!self.env.exists(e, {_RESERVED_ENV})",
+         "messageExpression": f"'env ' + self.env.filter(e, {_RESERVED_ENV})[0].name + "
+                              "' is set by kubetune (rendezvous and runtime env); remove it'",
+         "message": "env may not set PET_*, KUBETUNE_*, TORCHELASTIC_* or the rank and world-size variables",
+         "fieldPath": ".env"},
     )
 
     nodes: int = Field(1, ge=1, le=1024, description="Worker pods; may change while training when elastic is set.")
-    elastic: Optional[ElasticSpec] = None
+    elastic: Optional[ElasticSpec] = Field(
+        None, description="Let nodes change while the job runs, within minNodes..maxNodes (torchrun c10d rendezvous)."
+    )
     gpus_per_node: int = Field(0, ge=0, le=64, description="GPUs per worker pod; 0 trains on CPU.")
     processes_per_node: Optional[int] = Field(
         None, ge=1, le=256, description="Training processes per pod; defaults to gpusPerNode, or 1 on CPU."
     )
-    gpu_resource_name: str = "nvidia.com/gpu"
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
+    gpu_resource_name: str = Field(
+        "nvidia.com/gpu", pattern=RESOURCE_NAME_PATTERN, description="The extended resource that counts GPUs."
+    )
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Container requests (cpu, memory, ...).")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Container limits (cpu, memory, ...).")
     shm_size: Quantity = Field("2Gi", description="Size of the memory-backed /dev/shm.")
     image: Optional[str] = Field(None, description="Trainer image; defaults to the operator's setting.")
-    image_pull_policy: Optional[Literal["Always", "IfNotPresent", "Never"]] = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[KubeObject] = Field(default_factory=list)
-    affinity: Optional[KubeObject] = None
-    priority_class_name: Optional[str] = None
-    scheduler_name: Optional[str] = None
-    service_account_name: Optional[str] = None
-    env: list[KubeObject] = Field(default_factory=list, description="Extra container env (Kubernetes EnvVar).")
+    image_pull_policy: Optional[Literal["Always", "IfNotPresent", "Never"]] = Field(
+        None, description="imagePullPolicy of the trainer and evaluator; defaults to the operator's setting."
+    )
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels worker pods must match (the operator's GPU default otherwise)."
+    )
+    tolerations: list[Toleration] = Field(default_factory=list, description="Tolerations of the worker pods.")
+    affinity: Optional[Affinity] = Field(None, description="Affinity of the worker pods.")
+    priority_class_name: Optional[str] = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="PriorityClass of the worker pods."
+    )
+    scheduler_name: Optional[str] = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253,
+        description="Scheduler of the worker pods (e.g. a gang scheduler).",
+    )
+    service_account_name: Optional[str] = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253,
+        description="ServiceAccount of the worker and evaluation pods (e.g. for workload identity).",
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=128,
+        description="Extra container env (Kubernetes EnvVar); the rendezvous and kubetune's own variables are refused.",
+    )
 
     @property
     def processes(self) -> int:
@@ -227,10 +289,13 @@ class CheckpointingSpec(KubeModel):
 
 
 class ClaimTemplateSpec(KubeModel):
-    storage_class_name: Optional[str] = None
-    size: Quantity = "50Gi"
+    storage_class_name: Optional[str] = Field(
+        None, description="StorageClass of the claim; the cluster default if unset."
+    )
+    size: Quantity = Field("50Gi", description="Requested storage.")
     access_modes: list[Literal["ReadWriteOnce", "ReadWriteMany", "ReadWriteOncePod"]] = Field(
-        default_factory=lambda: ["ReadWriteMany"], min_length=1
+        default_factory=lambda: ["ReadWriteMany"], min_length=1,
+        description="ReadWriteMany lets pods on several nodes write checkpoints and read the model.",
     )
 
 
@@ -259,107 +324,141 @@ class RewardSpec(KubeModel):
     function: Optional[str] = Field(
         None, pattern=r"^[a-z_][a-z0-9_]*$", description="A built-in reward function, e.g. accuracy_reward."
     )
-    model: Optional[str] = Field(None, pattern=SOURCE_PATTERN, description="A reward model source.")
-    weight: float = 1.0
+    model: Optional[str] = Field(None, pattern=SOURCE_PATTERN, description=f"A reward model. {SOURCE_DESCRIPTION}")
+    weight: float = Field(1.0, description="Weight of this reward in the sum (TRL reward_weights).")
 
 
 class SamplingSpec(KubeModel):
     n: int = Field(1, ge=1, le=1024, description="Samples per prompt.")
-    temperature: float = Field(0.0, ge=0)
-    top_p: float = Field(1.0, gt=0, le=1)
-    max_tokens: int = Field(256, ge=1)
-    seed: int = 0
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling probability mass.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated per sample.")
+    seed: int = Field(0, description="Sampling seed.")
 
 
 class EvaluationResourcesSpec(KubeModel):
     gpus: Optional[int] = Field(None, ge=0, le=64, description="Defaults to 1 when training uses GPUs, else 0.")
-    requests: dict[str, Quantity] = Field(default_factory=dict)
-    limits: dict[str, Quantity] = Field(default_factory=dict)
-    image: Optional[str] = None
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[KubeObject] = Field(default_factory=list)
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Container requests (cpu, memory, ...).")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Container limits (cpu, memory, ...).")
+    image: Optional[str] = Field(None, description="Evaluator image; defaults to the operator's setting.")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels of the evaluation pod; defaults to the workers'."
+    )
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of the evaluation pod; defaults to the workers'."
+    )
 
 
 class EvaluationSpec(KubeModel):
-    enabled: bool = True
-    engine: Literal["vllm", "transformers"] = "vllm"
+    enabled: bool = Field(True, description="Evaluate the trained model after training.")
+    engine: Literal["vllm", "transformers"] = Field("vllm", description="Generation engine.")
     dataset: Optional[DatasetSpec] = Field(
         None, description="Evaluation data; defaults to the training dataset's evalSplit."
     )
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec)
-    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN)]] = Field(
-        default_factory=lambda: ["loss"],
-        description="exact_match, contains, loss, perplexity, reward, or pass@k (k <= sampling.n).",
+    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="How completions are sampled.")
+    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]] = Field(
+        default_factory=lambda: ["loss"], max_length=32,
+        description=", ".join(m.name for m in METRICS) + " (a pass@k needs sampling.n >= k).",
     )
     compare_base: bool = Field(False, description="Also evaluate the base model and report the difference.")
     timeout_seconds_per_sample: float = Field(10, gt=0, description="Time limit for each executed code sample.")
-    resources: EvaluationResourcesSpec = Field(default_factory=EvaluationResourcesSpec)
+    resources: EvaluationResourcesSpec = Field(
+        default_factory=EvaluationResourcesSpec, description="The evaluation pod's GPUs, resources and placement."
+    )
 
     @field_validator("metrics")
     @classmethod
-    def _pass_at_k_within_samples(cls, metrics: list[str], info: ValidationInfo) -> list[str]:
+    def _enough_samples(cls, metrics: list[str], info: ValidationInfo) -> list[str]:
         sampling = info.data.get("sampling")
         for metric in metrics:
-            if sampling and metric.startswith("pass@") and int(metric[5:]) > sampling.n:
-                raise ValueError(f"{metric} needs sampling.n >= {metric[5:]} (it is {sampling.n})")
+            needed = Metric.samples_needed(metric)
+            if sampling and needed > sampling.n:
+                raise ValueError(f"{metric} needs sampling.n >= {needed} (it is {sampling.n})")
         return metrics
 
 
 class RunPolicySpec(KubeModel):
     backoff_limit: int = Field(3, ge=0, description="Worker restarts tolerated before the job fails.")
-    active_deadline_seconds: Optional[int] = Field(None, ge=1)
-    ttl_seconds_after_finished: Optional[int] = Field(None, ge=0)
-    suspend: bool = False
+    active_deadline_seconds: Optional[int] = Field(
+        None, ge=1, description="Seconds from start after which the job fails, wherever it is."
+    )
+    ttl_seconds_after_finished: Optional[int] = Field(
+        None, ge=0, description="Delete the job (and what it created) this many seconds after it finishes."
+    )
+    suspend: bool = Field(False, description="Scale the workers to zero; clearing it resumes from the last checkpoint.")
 
 
 class SecretKeyRef(KubeModel):
-    name: str = Field(pattern=DNS_LABEL_PATTERN)
-    key: str = "token"
+    name: str = Field(pattern=DNS_SUBDOMAIN_PATTERN, max_length=253, description="The Secret's name.")
+    key: str = Field("token", description="The key inside the Secret.")
 
 
 class CredentialsSpec(KubeModel):
     hf_token: Optional[SecretKeyRef] = Field(None, description="Secret key holding a Hugging Face token (HF_TOKEN).")
     s3_secret_name: Optional[str] = Field(
-        None, pattern=DNS_LABEL_PATTERN,
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253,
         description="Secret with the keys AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, and optionally "
         "AWS_SESSION_TOKEN, AWS_ENDPOINT_URL and AWS_DEFAULT_REGION; each reaches the pods as its own secretKeyRef.",
     )
 
 
+_GENERATING_METRICS_ONLY = f"self.evaluation.metrics.all(m, m in {_cel_list(REWARD_MODEL_JOB_METRICS)})"
+
+
 class FineTuneJobSpec(KubeModel):
     model_config = cel_rules(
-        {"rule": "self.method == oldSelf.method", "message": "method is immutable", "fieldPath": ".method"},
+        *(unchanged(field) for field in ("method", "model", "dataset", "training", "distributed", "checkpointing",
+                                          "output", "credentials")),
+        *(unchanged(field, optional=True) for field in ("peft", "rewards")),
         {"rule": "!has(self.peft) || self.peft.method != 'qlora' || self.resources.gpusPerNode > 0",
          "message": "qlora needs GPUs (resources.gpusPerNode > 0)", "fieldPath": ".peft.method"},
-        {"rule": "!(self.method in ['grpo', 'rloo']) || (has(self.rewards) && size(self.rewards) > 0)",
-         "message": "grpo and rloo need at least one entry in rewards", "fieldPath": ".rewards"},
-        {"rule": "!has(self.rewards) || size(self.rewards) == 0 || self.method in ['grpo', 'rloo']",
-         "message": "rewards apply only to methods grpo and rloo", "fieldPath": ".rewards"},
-        {"rule": "!('reward' in self.evaluation.metrics) || self.method == 'reward' || "
+        {"rule": f"!(self.method in {_cel_list(REWARD_METHODS)}) || (has(self.rewards) && size(self.rewards) > 0)",
+         "message": f"{' and '.join(REWARD_METHODS)} need at least one entry in rewards", "fieldPath": ".rewards"},
+        {"rule": f"!has(self.rewards) || size(self.rewards) == 0 || self.method in {_cel_list(REWARD_METHODS)}",
+         "message": f"rewards apply only to methods {' and '.join(REWARD_METHODS)}", "fieldPath": ".rewards"},
+        {"rule": f"!self.evaluation.metrics.exists(m, m in {_cel_list(REWARD_MODEL_METRICS)}) || "
+                 f"self.method in {_cel_list(SCORING_METHODS)} || "
                  "(has(self.rewards) && self.rewards.exists(r, has(r.model)))",
-         "message": "the reward metric needs a reward model: method reward, or a rewards entry with a model",
+         "message": f"the {' and '.join(REWARD_MODEL_METRICS)} metric needs a reward model: method "
+                    f"{' or '.join(SCORING_METHODS)}, or a rewards entry with a model",
          "fieldPath": ".evaluation.metrics"},
-        {"rule": "self.method != 'reward' || self.evaluation.metrics.all(m, m in ['loss', 'reward'])",
-         "message": "a reward model does not generate: evaluate it with metrics loss and reward",
+        {"rule": f"!(self.method in {_cel_list(SCORING_METHODS)}) || {_GENERATING_METRICS_ONLY}",
+         "message": f"a reward model does not generate: evaluate it with metrics "
+                    f"{' and '.join(REWARD_MODEL_JOB_METRICS)}",
          "fieldPath": ".evaluation.metrics"},
     )
 
-    method: Method = Field("sft", description="TRL trainer: sft, dpo, grpo, rloo, reward or kto.")
-    model: ModelSpec
-    dataset: DatasetSpec
+    method: Method = Field(
+        "sft",
+        description="The TRL trainer: " + ", ".join(f"{m.name} ({m.description})" for m in METHODS.values()) + ".",
+    )
+    model: ModelSpec = Field(description="The model to train.")
+    dataset: DatasetSpec = Field(description="The training data.")
     training: PassthroughMap = Field(
         default_factory=dict,
         description="TRL config keys for the method's config class (SFTConfig, DPOConfig, ...), unchanged.",
     )
-    peft: Optional[PeftSpec] = None
+    peft: Optional[PeftSpec] = Field(None, description="Train a LoRA or QLoRA adapter instead of every weight.")
     rewards: Optional[list[RewardSpec]] = Field(None, description="Reward functions or models for grpo and rloo.")
-    distributed: DistributedSpec = Field(default_factory=DistributedSpec)
-    resources: ResourcesSpec = Field(default_factory=ResourcesSpec)
-    checkpointing: CheckpointingSpec = Field(default_factory=CheckpointingSpec)
-    output: OutputSpec = Field(default_factory=OutputSpec)
-    evaluation: EvaluationSpec = Field(default_factory=EvaluationSpec)
-    run_policy: RunPolicySpec = Field(default_factory=RunPolicySpec)
-    credentials: CredentialsSpec = Field(default_factory=CredentialsSpec)
+    distributed: DistributedSpec = Field(default_factory=DistributedSpec, description="How ranks share the model.")
+    resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Worker pods: count, GPUs, placement.")
+    checkpointing: CheckpointingSpec = Field(
+        default_factory=CheckpointingSpec, description="Checkpoints a restarted worker resumes from."
+    )
+    output: OutputSpec = Field(default_factory=OutputSpec, description="Where checkpoints and the trained model go.")
+    evaluation: EvaluationSpec = Field(
+        default_factory=EvaluationSpec, description="Evaluation of the trained model after training (may be edited)."
+    )
+    run_policy: RunPolicySpec = Field(
+        default_factory=RunPolicySpec, description="Restarts, deadlines, TTL and suspension (may be edited)."
+    )
+    credentials: CredentialsSpec = Field(
+        default_factory=CredentialsSpec, description="Secrets the pods read sources with; never in the ConfigMap."
+    )
+
+    def desired_workers(self) -> int:
+        """Worker pods the job should run now: none while suspended."""
+        return 0 if self.run_policy.suspend else self.resources.nodes
 
     def evaluation_skipped_because(self) -> str | None:
         """Why no evaluation runs after training, or None when one does."""
@@ -373,77 +472,61 @@ class FineTuneJobSpec(KubeModel):
 # --- status ----------------------------------------------------------------------------
 
 Phase = Literal["Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
+PHASES: tuple[str, ...] = Phase.__args__
+TERMINAL_PHASES = ("Succeeded", "Failed")
 
 
-class Condition(KubeModel):
+class StatusModel(KubeModel):
+    """Written by the operator; a field this version does not know is kept out, not refused."""
+
+    model_config = ConfigDict(extra="ignore", strict=False)
+
+
+class Condition(StatusModel):
     """metav1.Condition."""
 
-    model_config = ConfigDict(extra="ignore")
+    type: str = Field(description="Created, Running, Restarting, Suspended, Trained, Evaluated, Succeeded or Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
+    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
+                        description="Why, in one CamelCase word.")
+    message: str = Field("", description="Why, for people.")
+    last_transition_time: str = Field(description="When status last changed.")
+    observed_generation: Optional[int] = Field(None, description="The spec generation the condition describes.")
 
-    type: str
-    status: Literal["True", "False", "Unknown"]
-    reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$")
-    message: str = ""
-    last_transition_time: str
-    observed_generation: Optional[int] = None
 
-
-class ProgressStatus(KubeModel):
-    model_config = ConfigDict(extra="ignore")
-
-    step: int = 0
-    total_steps: Optional[int] = None
-    epoch: Optional[float] = None
-    loss: Optional[float] = None
-    learning_rate: Optional[float] = None
-    tokens_per_second: Optional[float] = None
-    eta_seconds: Optional[float] = None
+class ProgressStatus(TrainingNumbers, StatusModel):
     display: Optional[str] = Field(None, description="step/total (percent), for kubectl get.")
-    last_checkpoint: Optional[str] = None
+    last_checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved.")
 
 
-class WorkersStatus(KubeModel):
-    model_config = ConfigDict(extra="ignore")
-
-    desired: int = 0
-    ready: int = 0
-    restarts: int = 0
+class WorkersStatus(StatusModel):
+    desired: int = Field(0, description="Worker pods the job should run now.")
+    ready: int = Field(0, description="Worker pods running.")
+    restarts: int = Field(0, description="Container restarts of the current worker pods.")
 
 
-class MetricResult(KubeModel):
-    model_config = ConfigDict(extra="ignore")
-
-    tuned: float
-    base: Optional[float] = None
-    delta: Optional[float] = None
-
-
-class EvaluationStatus(KubeModel):
-    model_config = ConfigDict(extra="ignore")
-
-    metrics: dict[str, MetricResult] = Field(default_factory=dict)
+class EvaluationStatus(StatusModel):
+    metrics: dict[str, MetricValue] = Field(
+        default_factory=dict, description="Per metric (and metric/group): tuned, base and delta."
+    )
     report: Optional[str] = Field(None, description="Path of the JSON report inside the output volume.")
 
 
-class OutputStatus(KubeModel):
-    model_config = ConfigDict(extra="ignore")
-
-    claim_name: str
+class OutputStatus(StatusModel):
+    claim_name: str = Field(description="The claim holding the output.")
     path: str = Field(description="Folder of the trained model inside the claim.")
 
 
-class FineTuneJobStatus(KubeModel):
-    model_config = ConfigDict(extra="ignore")
-
-    phase: Optional[Phase] = None
-    conditions: list[Condition] = Field(default_factory=list)
-    progress: Optional[ProgressStatus] = None
-    workers: Optional[WorkersStatus] = None
-    evaluation: Optional[EvaluationStatus] = None
-    output: Optional[OutputStatus] = None
-    start_time: Optional[str] = None
-    completion_time: Optional[str] = None
-    observed_generation: Optional[int] = None
+class FineTuneJobStatus(StatusModel):
+    phase: Optional[Phase] = Field(None, description="Where the job is: " + ", ".join(PHASES) + ".")
+    conditions: list[Condition] = Field(default_factory=list, description="metav1.Conditions, positive polarity.")
+    progress: Optional[ProgressStatus] = Field(None, description="Training progress, as rank 0 reports it.")
+    workers: Optional[WorkersStatus] = Field(None, description="Worker pods.")
+    evaluation: Optional[EvaluationStatus] = Field(None, description="Evaluation results.")
+    output: Optional[OutputStatus] = Field(None, description="Where the trained model is.")
+    start_time: Optional[str] = Field(None, description="When the job started.")
+    completion_time: Optional[str] = Field(None, description="When the job finished.")
+    observed_generation: Optional[int] = Field(None, description="The spec generation the status describes.")
 
 
 # --- the resource ----------------------------------------------------------------------
@@ -452,7 +535,7 @@ class FineTuneJobStatus(KubeModel):
 class ObjectMeta(BaseModel):
     """The metadata fields kubetune reads; the rest passes through untouched."""
 
-    model_config = ConfigDict(extra="allow", populate_by_name=True)
+    model_config = ConfigDict(extra="allow", populate_by_name=True, strict=True)
 
     name: str = Field(max_length=MAX_JOB_NAME_LENGTH, pattern=JOB_NAME_PATTERN)
     namespace: str = Field("default", pattern=DNS_LABEL_PATTERN)
@@ -462,6 +545,8 @@ class ObjectMeta(BaseModel):
 
 
 class FineTuneJob(KubeModel):
+    """A post-training job: TRL training on worker pods, then evaluation of the trained model."""
+
     model_config = cel_rules(
         {"rule": "self.metadata.name.size() <= %d" % MAX_JOB_NAME_LENGTH,
          "message": "metadata.name must be at most %d characters (worker pod names derive from it)"
@@ -475,5 +560,5 @@ class FineTuneJob(KubeModel):
     api_version: Literal["kubetune.io/v1alpha1"] = API_VERSION
     kind: Literal["FineTuneJob"] = KIND
     metadata: ObjectMeta
-    spec: FineTuneJobSpec
-    status: Optional[FineTuneJobStatus] = None
+    spec: FineTuneJobSpec = Field(description="What to train, on what, and how to evaluate it.")
+    status: Optional[FineTuneJobStatus] = Field(None, description="Written by the operator.")

@@ -10,22 +10,14 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import enum
-import functools
-import json
 import sys
 import types
 import typing
-from importlib import resources
 from typing import Any
 
-CONFIG_CLASSES = {
-    "sft": "SFTConfig",
-    "dpo": "DPOConfig",
-    "grpo": "GRPOConfig",
-    "rloo": "RLOOConfig",
-    "reward": "RewardConfig",
-    "kto": "KTOConfig",
-}
+from ..contract.methods import METHODS
+from . import tables
+
 
 # Keys kubetune sets itself; each points at the spec field that controls it.
 MANAGED_KEYS = {
@@ -86,7 +78,8 @@ def generate_table() -> dict[str, Any]:
     import trl
 
     methods = {}
-    for method, class_name in CONFIG_CLASSES.items():
+    for method, row in METHODS.items():
+        class_name = row.config_class
         fields = {}
         for field in dataclasses.fields(getattr(trl, class_name)):
             if not field.init or field.name.startswith("_"):
@@ -100,9 +93,8 @@ def generate_table() -> dict[str, Any]:
     return {"trl_version": trl.__version__, "methods": methods}
 
 
-@functools.cache
 def load_table() -> dict[str, Any]:
-    return json.loads(resources.files("kubetune.api").joinpath(TABLE_FILE).read_text())
+    return tables.load(TABLE_FILE)
 
 
 def _accepts(value: Any, entry: dict[str, Any]) -> bool:
@@ -158,17 +150,5 @@ def check_training_keys(method: str, training: dict[str, Any]) -> list[tuple[str
     return problems
 
 
-def main(argv: list[str]) -> int:
-    path = resources.files("kubetune.api").joinpath(TABLE_FILE)
-    text = json.dumps(generate_table(), indent=1, sort_keys=False) + "\n"
-    if argv[1:] == ["--write"]:
-        with open(str(path), "w") as handle:
-            handle.write(text)
-        print(f"wrote {path}")
-        return 0
-    sys.stdout.write(text)
-    return 0
-
-
 if __name__ == "__main__":
-    sys.exit(main(sys.argv))
+    sys.exit(tables.main(sys.argv, TABLE_FILE, generate_table))

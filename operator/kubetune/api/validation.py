@@ -14,7 +14,9 @@ from typing import Any, Iterator, Optional
 import celpy
 from pydantic import BaseModel, ValidationError
 
-from .models import DNS_LABEL_PATTERN, JOB_NAME_PATTERN, METRIC_PATTERN, SOURCE_PATTERN, FineTuneJob
+from ..contract.metrics import METRICS, METRIC_PATTERN
+from ..contract.sources import SCHEMES, SOURCE_PATTERN
+from .models import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, JOB_NAME_PATTERN, RESOURCE_NAME_PATTERN, FineTuneJob
 from .trl_keys import check_training_keys
 
 
@@ -43,12 +45,17 @@ def format_location(location: tuple[Any, ...]) -> str:
     return path
 
 
+def _one_of(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " or " + names[-1]
+
+
 PATTERN_MEANINGS = {
-    SOURCE_PATTERN: "expected hf://<org>/<name>, pvc://<claim>/<path>, s3://<bucket>/<prefix>, "
-    "job://<job>, builtin://tiny or an absolute path",
-    METRIC_PATTERN: "unknown metric; expected exact_match, contains, loss, perplexity, reward or pass@<k>",
+    SOURCE_PATTERN: "expected " + _one_of([s.description.split(" (")[0] for s in SCHEMES.values()]),
+    METRIC_PATTERN: "unknown metric; expected " + _one_of([m.name for m in METRICS]),
     DNS_LABEL_PATTERN: "must be a DNS label: lowercase letters, digits and '-'",
+    DNS_SUBDOMAIN_PATTERN: "must be a DNS subdomain: lowercase letters, digits, '-' and '.'",
     JOB_NAME_PATTERN: "must start with a letter and hold only lowercase letters, digits and '-'",
+    RESOURCE_NAME_PATTERN: "must be a resource name such as nvidia.com/gpu",
 }
 
 
@@ -76,14 +83,25 @@ def cel_rules_of(model_class: type[BaseModel]) -> list[dict[str, str]]:
     return list(extra.get("x-kubernetes-validations", [])) if isinstance(extra, dict) else []
 
 
-def evaluate_rule(rule: str, value: dict[str, Any], old_value: Optional[dict[str, Any]] = None) -> bool:
+def _evaluate(expression: str, value: dict[str, Any], old_value: Optional[dict[str, Any]]) -> Any:
     activation = {"self": celpy.json_to_cel(value)}
     if old_value is not None:
         activation["oldSelf"] = celpy.json_to_cel(old_value)
-    result = _compiled(rule).evaluate(activation)
+    return _compiled(expression).evaluate(activation)
+
+
+def evaluate_rule(rule: str, value: dict[str, Any], old_value: Optional[dict[str, Any]] = None) -> bool:
+    result = _evaluate(rule, value, old_value)
     if isinstance(result, celpy.celtypes.BoolType):
         return bool(result)
     raise ValueError(f"CEL rule {rule!r} did not give a boolean: {result!r}")
+
+
+def rule_message(rule: dict[str, str], value: dict[str, Any], old_value: Optional[dict[str, Any]] = None) -> str:
+    """The message of a broken rule: its messageExpression when it has one, as the API server does."""
+    if "messageExpression" in rule:
+        return str(_evaluate(rule["messageExpression"], value, old_value))
+    return rule["message"]
 
 
 def _models_with_paths(model: BaseModel, path: str) -> Iterator[tuple[str, BaseModel]]:
@@ -113,7 +131,8 @@ def cel_problems(job: FineTuneJob, old_job: Optional[FineTuneJob] = None) -> lis
             value = model.model_dump(mode="json", by_alias=True, exclude_none=True)
             old_value = old_model.model_dump(mode="json", by_alias=True, exclude_none=True) if transition else None
             if not evaluate_rule(rule["rule"], value, old_value):
-                problems.append(Problem((path + rule.get("fieldPath", "")).lstrip("."), rule["message"]))
+                message = rule_message(rule, value, old_value)
+                problems.append(Problem((path + rule.get("fieldPath", "")).lstrip("."), message))
     return problems
 
 

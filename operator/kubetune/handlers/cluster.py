@@ -14,9 +14,9 @@ import kubernetes.client
 from kubernetes.client.exceptions import ApiException
 
 from ..api.models import GROUP, KIND, PLURAL, VERSION
+from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
 
 USER_AGENT = "kubetune-operator/0.1.0"
-from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
 
 
 def _plain(response) -> Any:

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-PHASES = ["Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
-
+from ..contract.evaluation import MetricValue
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -42,8 +41,8 @@ class OperatorMetrics:
         if previous:
             self.jobs.labels(namespace, previous).dec()
 
-    def observe_evaluation(self, namespace: str, name: str, metrics: dict) -> None:
-        for metric, values in metrics.items():
-            for model in ("tuned", "base"):
-                if isinstance(values.get(model), (int, float)):
-                    self.evaluation.labels(namespace, name, metric, model).set(values[model])
+    def observe_evaluation(self, namespace: str, name: str, metrics: dict[str, MetricValue]) -> None:
+        for metric, value in metrics.items():
+            for model, number in (("tuned", value.tuned), ("base", value.base)):
+                if number is not None:
+                    self.evaluation.labels(namespace, name, metric, model).set(number)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import threading
 import urllib.request
 from dataclasses import dataclass, field
@@ -10,11 +9,12 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
 from .. import contract
-from ..api.models import FineTuneJob
+from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..api.validation import InvalidJob, parse_job
-from ..lifecycle import Decision, Observed, decide, evaluation_run, worker_pod, worker_set
+from ..contract.progress import PROGRESS_PATH, Progress
+from ..lifecycle import Decision, Observed, decide, evaluation_run, reads_progress, worker_pod, worker_set
 from ..lifecycle.conditions import seconds_since
-from ..render import RenderSettings, output_location, render_job, upstream_jobs
+from ..render import RenderSettings, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
 from .cluster import Cluster
@@ -37,26 +37,32 @@ class OperatorContext:
         return self._locks.setdefault((namespace, name), threading.Lock())
 
 
-def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[dict[str, Any]]:
+def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[Progress]:
     """Rank 0's /progress, through worker 0's pod IP; None while it cannot be reached."""
     first = next((p for p in pods if p["metadata"]["name"].endswith("-worker-0")), None)
     address = ((first or {}).get("status") or {}).get("podIP")
     if not address:
         return None
     try:
-        with urllib.request.urlopen(f"http://{address}:{contract.METRICS_PORT}/progress", timeout=timeout) as reply:
-            return json.load(reply)
+        url = f"http://{address}:{contract.METRICS_PORT}{PROGRESS_PATH}"
+        with urllib.request.urlopen(url, timeout=timeout) as reply:
+            return Progress.decode(reply.read())
     except (OSError, ValueError):
         return None
 
 
-def upstream_statuses(context: OperatorContext, job: FineTuneJob) -> dict[str, Optional[dict[str, Any]]]:
+def upstream_statuses(context: OperatorContext, job: FineTuneJob) -> dict[str, Optional[FineTuneJobStatus]]:
     """The status of each job:// upstream (None: it does not exist)."""
     bodies = {name: context.cluster.fine_tune_job(job.metadata.namespace, name) for name in upstream_jobs(job)}
-    return {name: (body.get("status") or {}) if body else None for name, body in bodies.items()}
+    return {name: read_status(body) if body else None for name, body in bodies.items()}
 
 
-def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Optional[dict]], training: bool) -> Observed:
+def read_status(body: dict[str, Any]) -> FineTuneJobStatus:
+    return FineTuneJobStatus.model_validate(body.get("status") or {})
+
+
+def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Optional[FineTuneJobStatus]],
+            training: bool) -> Observed:
     cluster, namespace, name = context.cluster, job.metadata.namespace, job.metadata.name
     pods = cluster.pods(namespace, name, "worker")
     evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
@@ -65,20 +71,20 @@ def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Opti
         workers=worker_set(cluster.stateful_set(namespace, worker_set_name(name))),
         pods=tuple(worker_pod(pod) for pod in pods),
         evaluation=evaluation_run(evaluation, cluster.pods(namespace, name, "evaluator") if evaluation else []),
-        upstream={upstream_name: status.get("phase") if status is not None else None
+        upstream={upstream_name: status.phase if status is not None else None
                   for upstream_name, status in upstream.items()},
         progress=read_progress(pods, context.progress_timeout) if training else None,
     )
 
 
-def upstream_outputs(upstream: dict[str, Optional[dict[str, Any]]]) -> dict[str, OutputLocation]:
+def upstream_outputs(upstream: dict[str, Optional[FineTuneJobStatus]]) -> dict[str, OutputLocation]:
     """Where each job:// upstream wrote its model, as it reported in status.output."""
-    return {name: OutputLocation.from_status(status["output"])
-            for name, status in upstream.items() if status and status.get("output")}
+    return {name: OutputLocation.from_status(status.output)
+            for name, status in upstream.items() if status and status.output}
 
 
 def apply(context: OperatorContext, job: FineTuneJob, decision: Decision,
-          upstream: dict[str, Optional[dict[str, Any]]]) -> None:
+          upstream: dict[str, Optional[FineTuneJobStatus]]) -> None:
     cluster, namespace = context.cluster, job.metadata.namespace
     kinds = {action.kind for action in decision.actions}
     rendered = None
@@ -117,35 +123,31 @@ def reconcile(context: OperatorContext, body: dict[str, Any]) -> Optional[Decisi
 
 
 def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, name: str) -> Decision:
-    meta = body["metadata"]
-    status = dict(body.get("status") or {})
+    status = read_status(body)
     try:
         job, problems = parse_job(body), []
     except InvalidJob as error:
         job, problems = None, [str(problem) for problem in error.problems]
-    if job is not None:
-        status.setdefault("output", output_location(job).to_status())
-    training = status.get("phase") in ("Training", "Initializing")
     upstream = upstream_statuses(context, job) if job else {}
-    observed = observe(context, job, upstream, training) if job else Observed(now=context.clock())
-    decision = decide(job, problems, status, observed, meta.get("generation"))
+    observed = observe(context, job, upstream, reads_progress(status)) if job else Observed(now=context.clock())
+    decision = decide(job, problems, status, observed, body["metadata"].get("generation"))
     if job is not None:
         apply(context, job, decision, upstream)
-    if decision.status != (body.get("status") or {}):
-        context.cluster.patch_job_status(namespace, name, decision.status)
+    if decision.wire_status() != (body.get("status") or {}):
+        context.cluster.patch_job_status(namespace, name, decision.wire_status())
     _report(context, body, decision)
     return decision
 
 
 def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) -> None:
     namespace, name = body["metadata"].get("namespace", "default"), body["metadata"]["name"]
-    if context.metrics.observe_phase(namespace, name, decision.phase) and decision.phase in ("Succeeded", "Failed"):
-        started = decision.status.get("startTime")
+    if context.metrics.observe_phase(namespace, name, decision.phase) and decision.phase in TERMINAL_PHASES:
+        started = decision.status.start_time
         if started:
             seconds = seconds_since(started, context.clock())
             context.metrics.job_duration.labels(decision.phase).observe(max(seconds, 0))
-    if decision.status.get("evaluation"):
-        context.metrics.observe_evaluation(namespace, name, decision.status["evaluation"].get("metrics", {}))
+    if decision.status.evaluation:
+        context.metrics.observe_evaluation(namespace, name, decision.status.evaluation.metrics)
     post = context.post_event or context.cluster.post_event
     for event in decision.events:
         post(body, event.type, event.reason, event.message)

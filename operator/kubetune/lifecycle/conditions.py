@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any, Optional
+from typing import Optional
+
+from ..api.models import Condition
 
 CONDITION_TYPES = ["Created", "Running", "Restarting", "Suspended", "Trained", "Evaluated", "Succeeded", "Failed"]
-
+MAX_MESSAGE = 32768  # metav1.Condition's limit
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -20,31 +22,26 @@ def seconds_since(since: str, now: datetime) -> float:
     return (now - datetime.strptime(since, TIME_FORMAT).replace(tzinfo=now.tzinfo)).total_seconds()
 
 
-def find(conditions: list[dict[str, Any]], kind: str) -> Optional[dict[str, Any]]:
-    return next((c for c in conditions if c["type"] == kind), None)
+def find(conditions: list[Condition], kind: str) -> Optional[Condition]:
+    return next((c for c in conditions if c.type == kind), None)
 
 
-def is_true(conditions: list[dict[str, Any]], kind: str) -> bool:
+def is_true(conditions: list[Condition], kind: str) -> bool:
     condition = find(conditions, kind)
-    return bool(condition and condition["status"] == "True")
+    return bool(condition and condition.status == "True")
 
 
 def set_condition(
-    conditions: list[dict[str, Any]], kind: str, status: bool, reason: str, message: str, now: datetime,
+    conditions: list[Condition], kind: str, status: bool, reason: str, message: str, now: datetime,
     generation: Optional[int] = None,
-) -> list[dict[str, Any]]:
+) -> list[Condition]:
     """A new list with the condition set; lastTransitionTime moves only when status flips."""
     value = "True" if status else "False"
     old = find(conditions, kind)
-    condition = {
-        "type": kind,
-        "status": value,
-        "reason": reason,
-        "message": message[:32768],
-        "lastTransitionTime": old["lastTransitionTime"] if old and old["status"] == value else timestamp(now),
-    }
-    if generation is not None:
-        condition["observedGeneration"] = generation
-    others = [c for c in conditions if c["type"] != kind]
-    ordered = others + [condition]
-    return sorted(ordered, key=lambda c: CONDITION_TYPES.index(c["type"]) if c["type"] in CONDITION_TYPES else 99)
+    condition = Condition(
+        type=kind, status=value, reason=reason, message=message[:MAX_MESSAGE],
+        last_transition_time=old.last_transition_time if old and old.status == value else timestamp(now),
+        observed_generation=generation,
+    )
+    ordered = [c for c in conditions if c.type != kind] + [condition]
+    return sorted(ordered, key=lambda c: CONDITION_TYPES.index(c.type) if c.type in CONDITION_TYPES else 99)

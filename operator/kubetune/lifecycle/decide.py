@@ -12,16 +12,27 @@ Rules are checked in order; the first that applies sets the phase:
   suspend                 -> Suspended; workers to zero
   otherwise               -> training objects ensured, workers at spec.resources.nodes;
                              Pending / Initializing / Training by how many workers run
+
+Status goes in and comes out as the typed status models the CRD is generated from.
 """
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .. import contract
-from ..api.models import FineTuneJob
+from ..api.models import (
+    TERMINAL_PHASES,
+    EvaluationStatus,
+    FineTuneJob,
+    FineTuneJobStatus,
+    ProgressStatus,
+    WorkersStatus,
+)
+from ..contract.evaluation import EvaluationSummary
+from ..contract.progress import Progress, TrainingNumbers
+from ..render.sources import output_location
 from .conditions import find, is_true, seconds_since, set_condition, timestamp
 from .observed import Observed, Termination
 
@@ -44,45 +55,52 @@ class Event:
 @dataclass
 class Decision:
     phase: str
-    status: dict[str, Any]
+    status: FineTuneJobStatus
     actions: list[Action] = field(default_factory=list)
     events: list[Event] = field(default_factory=list)
 
+    def wire_status(self) -> dict[str, Any]:
+        return self.status.wire()
 
-TERMINAL = ("Succeeded", "Failed")
+
+def reads_progress(status: FineTuneJobStatus) -> bool:
+    """Whether rank 0's /progress is worth reading: only while workers train."""
+    return status.phase in ("Training", "Initializing")
 
 
 class _Next:
     """The status being built, starting from the current one."""
 
-    def __init__(self, status: dict[str, Any], observed: Observed, generation: Optional[int]):
-        self.old = status
-        self.status = json.loads(json.dumps(status))  # a deep copy of plain JSON
-        self.status.setdefault("conditions", [])
+    def __init__(self, status: FineTuneJobStatus, observed: Observed, generation: Optional[int]):
+        self.old_phase = status.phase
+        self.status = status.model_copy(deep=True)
         self.now = observed.now
         self.generation = generation
         self.actions: list[Action] = []
         self.events: list[Event] = []
 
     def condition(self, kind: str, value: bool, reason: str, message: str = "") -> None:
-        self.status["conditions"] = set_condition(
-            self.status["conditions"], kind, value, reason, message, self.now, self.generation)
+        self.status.conditions = set_condition(
+            self.status.conditions, kind, value, reason, message, self.now, self.generation)
+
+    def holds(self, kind: str) -> bool:
+        return is_true(self.status.conditions, kind)
 
     def clear(self, kind: str, reason: str) -> None:
-        if find(self.status["conditions"], kind):
+        if find(self.status.conditions, kind):
             self.condition(kind, False, reason)
 
     def finish(self, phase: str) -> Decision:
-        self.status["phase"] = phase
+        self.status.phase = phase
         if self.generation is not None:
-            self.status["observedGeneration"] = self.generation
-        if phase != self.old.get("phase"):
+            self.status.observed_generation = self.generation
+        if phase != self.old_phase:
             kind = "Warning" if phase == "Failed" else "Normal"
-            failed = find(self.status["conditions"], "Failed")
-            message = failed["message"] if phase == "Failed" and failed else f"phase {phase}"
+            failed = find(self.status.conditions, "Failed")
+            message = failed.message if phase == "Failed" and failed else f"phase {phase}"
             self.events.insert(0, Event(kind, phase, message))
-        if phase in TERMINAL:
-            self.status.setdefault("completionTime", timestamp(self.now))
+        if phase in TERMINAL_PHASES and not self.status.completion_time:
+            self.status.completion_time = timestamp(self.now)
         return Decision(phase, self.status, self.actions, self.events)
 
     def fail(self, reason: str, message: str) -> Decision:
@@ -95,22 +113,24 @@ class _Next:
 def decide(
     job: Optional[FineTuneJob],
     problems: list[str],
-    status: dict[str, Any],
+    status: FineTuneJobStatus,
     observed: Observed,
     generation: Optional[int] = None,
 ) -> Decision:
-    state = _Next(status or {}, observed, generation)
+    state = _Next(status, observed, generation)
     if problems or job is None:
         state.condition("Failed", True, "InvalidSpec", "; ".join(problems) or "the spec cannot be read")
         return state.finish("Failed")
-    if state.status.get("phase") in TERMINAL:
+    if state.status.output is None:
+        state.status.output = output_location(job).to_status()
+    if state.status.phase in TERMINAL_PHASES:
         return _finished(job, state, observed)
-    state.status["progress"] = _progress(state.status.get("progress"), observed.progress, state)
-    state.status["workers"] = {
-        "desired": 0 if job.spec.run_policy.suspend else job.spec.resources.nodes,
-        "ready": sum(pod.running for pod in observed.pods),
-        "restarts": sum(pod.restarts for pod in observed.pods),
-    }
+    state.status.progress = _progress(state.status.progress, observed.progress, state)
+    state.status.workers = WorkersStatus(
+        desired=job.spec.desired_workers(),
+        ready=sum(pod.running for pod in observed.pods),
+        restarts=sum(pod.restarts for pod in observed.pods),
+    )
 
     for name, phase in sorted(observed.upstream.items()):
         if phase == "Failed":
@@ -119,23 +139,25 @@ def decide(
             state.condition("Created", False, "WaitingForUpstream", f"waiting for job://{name} to succeed")
             return state.finish("Pending")
 
-    state.status.setdefault("startTime", timestamp(observed.now))
-    deadline = job.spec.run_policy.active_deadline_seconds
-    if deadline and not job.spec.run_policy.suspend and seconds_since(state.status["startTime"], observed.now) >= deadline:
+    if not state.status.start_time:
+        state.status.start_time = timestamp(observed.now)
+    run_policy = job.spec.run_policy
+    deadline = run_policy.active_deadline_seconds
+    if deadline and not run_policy.suspend and seconds_since(state.status.start_time, observed.now) >= deadline:
         return state.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline})")
     permanent = _first_termination(observed, lambda t: t.exit_code == contract.EXIT_PERMANENT)
     if permanent:
         return state.fail("PermanentError", permanent.message or "a worker exited with the permanent error code")
     # Before the backoff check: workers restart after success too, and each restart counts.
-    if is_true(state.status["conditions"], "Trained") or _first_termination(observed, lambda t: t.exit_code == 0):
+    if state.holds("Trained") or _first_termination(observed, lambda t: t.exit_code == 0):
         return _after_training(job, state, observed)
-    restarts = state.status["workers"]["restarts"]
-    if restarts > job.spec.run_policy.backoff_limit:
+    restarts = state.status.workers.restarts
+    if restarts > run_policy.backoff_limit:
         last = _first_termination(observed, lambda t: t.exit_code != 0)
         detail = f": {last.message}" if last and last.message else ""
         return state.fail("BackoffLimitExceeded",
-                          f"{restarts} worker restarts exceed backoffLimit {job.spec.run_policy.backoff_limit}{detail}")
-    if job.spec.run_policy.suspend:
+                          f"{restarts} worker restarts exceed backoffLimit {run_policy.backoff_limit}{detail}")
+    if run_policy.suspend:
         state.condition("Suspended", True, "Suspended", "workers scaled to zero; clearing suspend resumes")
         state.condition("Running", False, "Suspended")
         state.actions += [Action("ensure_training_objects"), Action("scale_workers", 0)]
@@ -144,36 +166,35 @@ def decide(
 
 
 def _training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
-    nodes = job.spec.resources.nodes
+    nodes = job.spec.desired_workers()
     state.actions += [Action("ensure_training_objects"), Action("scale_workers", nodes)]
-    if not is_true(state.status["conditions"], "Created"):
+    if not state.holds("Created"):
         state.condition("Created", True, "ChildrenCreated", "worker StatefulSet, Service, ConfigMap and volume")
-    if find(state.status["conditions"], "Suspended"):
-        state.clear("Suspended", "Resumed")
+    state.clear("Suspended", "Resumed")
     restarting = [pod.name for pod in observed.pods
                   if not pod.running and (pod.waiting_reason == "CrashLoopBackOff" or pod.terminated)]
     if restarting:
         state.condition("Restarting", True, "WorkerRestarting", f"restarting: {', '.join(restarting)}")
-    elif is_true(state.status["conditions"], "Restarting"):
+    elif state.holds("Restarting"):
         state.condition("Restarting", False, "WorkersRunning")
-    running = state.status["workers"]["ready"]
+    running = state.status.workers.ready
     if running >= nodes:
         state.condition("Running", True, "WorkersRunning", f"{running}/{nodes} workers running")
         return state.finish("Training")
-    if is_true(state.status["conditions"], "Running"):
+    if state.holds("Running"):
         state.condition("Running", False, "WorkersNotRunning", f"{running}/{nodes} workers running")
     return state.finish("Initializing" if running else "Pending")
 
 
 def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
-    if not is_true(state.status["conditions"], "Trained"):
+    if not state.holds("Trained"):
         state.condition("Trained", True, "TrainingSucceeded", "the model is saved in the output volume")
         state.condition("Running", False, "TrainingSucceeded")
         state.clear("Restarting", "TrainingSucceeded")
         state.events.append(Event("Normal", "Trained", "training finished; workers scaled to zero"))
     # Workers restart after success (a StatefulSet always does); they must not stay up.
     state.actions.append(Action("scale_workers", 0))
-    state.status["workers"]["desired"] = 0
+    state.status.workers.desired = 0
     skipped = job.spec.evaluation_skipped_because()
     if skipped:
         state.condition("Succeeded", True, "TrainingSucceeded", f"trained; {skipped}")
@@ -184,11 +205,12 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
         return state.finish("Evaluating")
     if evaluation.failed:
         return state.fail("EvaluationFailed", evaluation.message or "the evaluation Job failed")
-    state.status["evaluation"] = _evaluation_status(evaluation.message)
-    summary = ", ".join(f"{name}={value['tuned']:.4g}" for name, value in state.status["evaluation"]["metrics"].items())
-    state.condition("Evaluated", True, "EvaluationSucceeded", summary or "evaluation finished")
-    state.condition("Succeeded", True, "EvaluationSucceeded", summary or "trained and evaluated")
-    state.events.append(Event("Normal", "Evaluated", summary or "evaluation finished"))
+    summary = EvaluationSummary.read(evaluation.message)
+    state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report)
+    text = ", ".join(f"{name}={value.tuned:.4g}" for name, value in summary.metrics.items())
+    state.condition("Evaluated", True, "EvaluationSucceeded", text or "evaluation finished")
+    state.condition("Succeeded", True, "EvaluationSucceeded", text or "trained and evaluated")
+    state.events.append(Event("Normal", "Evaluated", text or "evaluation finished"))
     return state.finish("Succeeded")
 
 
@@ -196,45 +218,22 @@ def _finished(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
     if observed.workers and observed.workers.replicas > 0:
         state.actions.append(Action("scale_workers", 0))
     ttl = job.spec.run_policy.ttl_seconds_after_finished
-    finished_at = state.status.get("completionTime")
+    finished_at = state.status.completion_time
     if ttl is not None and finished_at and seconds_since(finished_at, observed.now) >= ttl:
         state.actions.append(Action("delete_job"))
-    return state.finish(state.status["phase"])
+    return state.finish(state.status.phase)
 
 
-def _evaluation_status(message: str) -> dict[str, Any]:
-    """The evaluator's summary: {"metrics": {name: {"tuned": x, "base": y}}, "report": path}."""
-    try:
-        summary = json.loads(message)
-    except ValueError:
-        return {"metrics": {}}
-    metrics = {}
-    for name, value in (summary.get("metrics") or {}).items():
-        tuned, base = value.get("tuned"), value.get("base")
-        if isinstance(tuned, (int, float)):
-            entry = {"tuned": tuned}
-            if isinstance(base, (int, float)):
-                entry.update(base=base, delta=tuned - base)
-            metrics[name] = entry
-    result: dict[str, Any] = {"metrics": metrics}
-    if summary.get("report"):
-        result["report"] = summary["report"]
-    return result
-
-
-def _progress(old: Optional[dict[str, Any]], reported: Optional[dict[str, Any]], state: _Next) -> Optional[dict]:
-    if not reported:
+def _progress(old: Optional[ProgressStatus], reported: Optional[Progress], state: _Next) -> Optional[ProgressStatus]:
+    if reported is None:
         return old
-    keys = ["step", "totalSteps", "epoch", "loss", "learningRate", "tokensPerSecond", "etaSeconds"]
-    progress = {key: reported[key] for key in keys if isinstance(reported.get(key), (int, float))}
-    total, step = progress.get("totalSteps"), progress.get("step", 0)
-    if total:
-        progress["display"] = f"{step}/{total} ({100 * step // total}%)"
-    checkpoint = reported.get("checkpoint")
-    if checkpoint and checkpoint != (old or {}).get("lastCheckpoint"):
+    progress = ProgressStatus(**reported.model_dump(include=set(TrainingNumbers.model_fields)))
+    if progress.total_steps:
+        progress.display = f"{progress.step}/{progress.total_steps} ({100 * progress.step // progress.total_steps}%)"
+    checkpoint = reported.checkpoint
+    if checkpoint and checkpoint != (old.last_checkpoint if old else None):
         state.events.append(Event("Normal", "Checkpoint", f"saved {checkpoint}"))
-    if checkpoint:
-        progress["lastCheckpoint"] = checkpoint
+    progress.last_checkpoint = checkpoint
     return progress
 
 
@@ -244,4 +243,3 @@ def _first_termination(observed: Observed, matches) -> Optional[Termination]:
             if matches(termination):
                 return termination
     return None
-

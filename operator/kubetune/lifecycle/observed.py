@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
+from ..contract.progress import Progress
+
 
 @dataclass(frozen=True)
 class Termination:
@@ -52,7 +54,7 @@ class Observed:
     # Phase of each job:// upstream job (None: it does not exist).
     upstream: Mapping[str, Optional[str]] = field(default_factory=dict)
     # Rank 0's /progress document while training.
-    progress: Optional[Mapping[str, Any]] = None
+    progress: Optional[Progress] = None
 
 
 def _termination(state: Optional[Mapping[str, Any]]) -> Optional[Termination]:

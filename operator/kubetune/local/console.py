@@ -9,6 +9,8 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from ..api.models import EvaluationStatus, ProgressStatus
+from ..contract.output import CompletionRecord
 from ..lifecycle import Decision
 
 
@@ -38,45 +40,46 @@ class RunDisplay:
         for event in decision.events:
             style = "yellow" if event.type == "Warning" else "cyan"
             self.console.print(f"[{style}]{event.reason}[/]: {event.message}")
-        progress = decision.status.get("progress") or {}
-        step, total = progress.get("step"), progress.get("totalSteps")
+        progress = decision.status.progress or ProgressStatus()
+        step, total = progress.step, progress.total_steps
         if step and self.first_step_seconds is None:
             self.first_step_seconds = time.monotonic() - self.started
-        eta = progress.get("etaSeconds")
+        eta = progress.eta_seconds
         if total and decision.phase in ("Evaluating", "Succeeded"):
             step = total  # the last poll may predate the final step
         self.progress.update(
             self.task, total=total, completed=step or 0, phase=decision.phase,
-            steps=f"{step}/{total}" if total else "", loss=_number(progress.get("loss")),
-            speed=_number(progress.get("tokensPerSecond"), 3), eta=f"{eta:.0f}s" if eta is not None else "-")
+            steps=f"{step}/{total}" if total else "", loss=_number(progress.loss),
+            speed=_number(progress.tokens_per_second, 3), eta=f"{eta:.0f}s" if eta is not None else "-")
 
 
-def summary_table(decision: Decision, completion: Optional[dict[str, Any]], model_dir: str, wall_seconds: float,
+def summary_table(decision: Decision, completion: Optional[CompletionRecord], model_dir: str, wall_seconds: float,
                   first_step: Optional[float]) -> Table:
     """The job's outcome; steps and loss from the completion record when training finished."""
     status = decision.status
     table = Table(title=f"FineTuneJob {decision.phase}", show_header=False, title_justify="left")
     table.add_column("what", style="bold")
     table.add_column("value")
-    progress = status.get("progress") or {}
     if completion:
-        table.add_row("steps", str(completion.get("globalStep")))
-        table.add_row("training loss (mean)", _number(completion.get("trainLoss")))
+        table.add_row("steps", str(completion.global_step))
+        table.add_row("training loss (mean)", _number(completion.train_loss))
     else:
-        table.add_row("steps", f"{progress.get('step', '-')} of {progress.get('totalSteps', '-')}")
-        table.add_row("training loss (last)", _number(progress.get("loss")))
-    for name, value in ((status.get("evaluation") or {}).get("metrics") or {}).items():
-        text = _number(value["tuned"])
-        if value.get("base") is not None:
-            text += f"  (base {_number(value['base'])}, Δ {value['delta']:+.4g})"
+        progress = status.progress or ProgressStatus()
+        table.add_row("steps", f"{progress.step} of {progress.total_steps or '-'}")
+        table.add_row("training loss (last)", _number(progress.loss))
+    evaluation = status.evaluation or EvaluationStatus()
+    for name, value in evaluation.metrics.items():
+        text = _number(value.tuned)
+        if value.base is not None:
+            text += f"  (base {_number(value.base)}, Δ {value.delta:+.4g})"
         table.add_row(name, text)
-    if (status.get("evaluation") or {}).get("report"):
-        table.add_row("report", status["evaluation"]["report"])
+    if evaluation.report:
+        table.add_row("report", evaluation.report)
     table.add_row("model", model_dir)
     if first_step is not None:
         table.add_row("first step after", f"{first_step:.1f} s")
     table.add_row("wall time", f"{wall_seconds:.1f} s")
-    failed = next((c for c in status.get("conditions", []) if c["type"] == "Failed" and c["status"] == "True"), None)
+    failed = next((c for c in status.conditions if c.type == "Failed" and c.status == "True"), None)
     if failed:
-        table.add_row("failed", f"{failed['reason']}: {failed.get('message', '')}")
+        table.add_row("failed", f"{failed.reason}: {failed.message}")
     return table

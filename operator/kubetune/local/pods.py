@@ -17,6 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Optional
 
 from .. import contract
+from ..contract.config import TrainerConfig
+from ..render.naming import POD_INDEX_LABEL
 
 # Env variables whose value is a bare port number of the workers' Service.
 PORT_VARIABLES = ("PET_MASTER_PORT", "MASTER_PORT")
@@ -47,7 +49,7 @@ class RunFolders:
         (folder / "tmp").mkdir(parents=True, exist_ok=True)
         return folder
 
-    def write_config(self, config_map_data: Mapping[str, str]) -> dict[str, Any]:
+    def write_config(self, config_map_data: Mapping[str, str]) -> TrainerConfig:
         """The ConfigMap's files under config/ with container paths turned into these folders;
         the trainer config."""
         (self.root / "config").mkdir(parents=True, exist_ok=True)
@@ -55,7 +57,7 @@ class RunFolders:
         files = {name: map_paths(json.loads(text), self.mapping) for name, text in config_map_data.items()}
         for name, data in files.items():
             (self.root / "config" / name).write_text(json.dumps(data, indent=2))
-        return files[contract.CONFIG_FILE]
+        return TrainerConfig.model_validate(files[contract.CONFIG_FILE])
 
 
 def local_ports() -> dict[int, int]:
@@ -106,7 +108,7 @@ def container_env(container: Mapping[str, Any], fields: Mapping[str, str], folde
 def pod_fields(name: str, namespace: str, ordinal: Optional[int]) -> dict[str, str]:
     fields = {"metadata.name": name, "metadata.namespace": namespace}
     if ordinal is not None:
-        fields["metadata.labels['apps.kubernetes.io/pod-index']"] = str(ordinal)
+        fields[f"metadata.labels['{POD_INDEX_LABEL}']"] = str(ordinal)
     return fields
 
 
@@ -143,7 +145,7 @@ class LocalPod:
             self.restarts += 1
         self.termination_log.unlink(missing_ok=True)
         self.exit_code = None
-        env = {**os.environ, **self.env, "KUBETUNE_TERMINATION_LOG": str(self.termination_log)}
+        env = {**os.environ, **self.env, contract.ENV_TERMINATION_LOG: str(self.termination_log)}
         with open(self.log_file, "a") as log:
             self.process = subprocess.Popen(self.command, env=env, stdout=log, stderr=subprocess.STDOUT,
                                             start_new_session=True)

@@ -8,7 +8,6 @@ the evaluation Job's pod (retried up to its backoffLimit, failed at once on exit
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.request
 import uuid
@@ -18,13 +17,15 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import contract
-from ..api.models import FineTuneJob
+from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
+from ..contract.config import TrainerConfig
+from ..contract.output import CompletionRecord, newest_complete_checkpoint
+from ..contract.progress import PROGRESS_PATH, Progress
 from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
 from ..render import RenderedJob, render_job
 from .pods import LocalPod, RunFolders, local_pod, local_ports
 
 TICK_SECONDS = 1.0
-EVALUATION_BACKOFF_LIMIT = 2
 
 
 def job_uid(folders: RunFolders) -> str:
@@ -82,6 +83,10 @@ class LocalCluster:
         elif action.kind == "ensure_evaluation_job":
             self.start_evaluation()
 
+    @property
+    def evaluation_retries(self) -> int:
+        return self.objects.evaluation_job["spec"]["backoffLimit"] if self.objects.evaluation_job else 0
+
     def restart_exited(self) -> None:
         """What the kubelet and the Job controller do after the lifecycle has seen an exit."""
         for pod in self.workers.values():
@@ -89,7 +94,7 @@ class LocalCluster:
                 pod.start()
         evaluator = self.evaluator
         if evaluator and evaluator.poll() not in (None, 0, contract.EXIT_PERMANENT):
-            if self.evaluation_attempts <= EVALUATION_BACKOFF_LIMIT:
+            if self.evaluation_attempts <= self.evaluation_retries:
                 self.evaluation_attempts += 1
                 evaluator.start()
 
@@ -113,18 +118,18 @@ class LocalCluster:
         if self.evaluator is None:
             return None
         code = self.evaluator.poll()
-        retries_left = self.evaluation_attempts <= EVALUATION_BACKOFF_LIMIT
+        retries_left = self.evaluation_attempts <= self.evaluation_retries
         failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or not retries_left)
         return EvaluationRun(succeeded=code == 0, failed=failed, message=self.evaluator.termination_message())
 
-    def progress(self) -> Optional[dict[str, Any]]:
+    def progress(self) -> Optional[Progress]:
         first = self.workers.get(0)
         if first is None or not first.running:
             return None
         try:
-            url = f"http://127.0.0.1:{first.env[contract.ENV_METRICS_PORT]}/progress"
+            url = f"http://127.0.0.1:{first.env[contract.ENV_METRICS_PORT]}{PROGRESS_PATH}"
             with urllib.request.urlopen(url, timeout=0.5) as reply:
-                return json.load(reply)
+                return Progress.decode(reply.read())
         except (OSError, ValueError):
             return None
 
@@ -141,8 +146,8 @@ class LocalRun:
     job: FineTuneJob
     folders: RunFolders
     cluster: LocalCluster
-    config: dict[str, Any]
-    status: dict[str, Any] = field(default_factory=dict)
+    config: TrainerConfig
+    status: FineTuneJobStatus = field(default_factory=FineTuneJobStatus)
 
     @classmethod
     def prepare(cls, job: FineTuneJob, run_dir: Path, cache: Path, overrides: dict[str, str]) -> "LocalRun":
@@ -158,7 +163,7 @@ class LocalRun:
         for action in decision.actions:
             self.cluster.apply(action)
         self.status = decision.status
-        if decision.phase not in ("Succeeded", "Failed"):
+        if decision.phase not in TERMINAL_PHASES:
             self.cluster.restart_exited()
         return decision
 
@@ -167,7 +172,7 @@ class LocalRun:
             while True:
                 decision = self.step()
                 on_tick(decision)
-                if decision.phase in ("Succeeded", "Failed"):
+                if decision.phase in TERMINAL_PHASES:
                     return decision
                 time.sleep(TICK_SECONDS)
         finally:
@@ -175,16 +180,12 @@ class LocalRun:
 
     @property
     def model_dir(self) -> str:
-        return self.config["output"]["model"]
+        return self.config.output.model
 
-    def completion(self) -> Optional[dict[str, Any]]:
+    def completion(self) -> Optional[CompletionRecord]:
         """The completion record training wrote for this job, if it finished."""
-        path = Path(self.config["output"]["completionRecord"])
-        record = json.loads(path.read_text()) if path.exists() else None
-        return record if record and record.get("uid") == self.job.metadata.uid else None
+        return CompletionRecord.read(Path(self.config.output.completion_record), self.job.metadata.uid)
 
     def newest_checkpoint(self) -> Optional[str]:
-        from trainer_entrypoint.checkpoints import newest_complete_checkpoint
-
-        found = newest_complete_checkpoint(Path(self.config["output"]["checkpoints"]))
+        found = newest_complete_checkpoint(Path(self.config.output.checkpoints))
         return str(found) if found else None

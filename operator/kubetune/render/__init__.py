@@ -6,7 +6,6 @@ prints them; `kubetune run` starts their pods as local processes.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass
 from typing import Any, Mapping, Optional
@@ -49,12 +48,10 @@ def render_job(
 ) -> RenderedJob:
     upstream_outputs = upstream_outputs or {}
     output = output_location(job)
-    config = trainer_config(job, upstream_outputs)
-    data = {contract.CONFIG_FILE: json.dumps(config, indent=2, sort_keys=True)}
+    data = {contract.CONFIG_FILE: trainer_config(job, upstream_outputs).encode(indent=2)}
     deepspeed = deepspeed_config(job.spec.distributed)
     if deepspeed:
         data[contract.DEEPSPEED_FILE] = json.dumps(deepspeed, indent=2, sort_keys=True)
-    config_hash = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
     sources = list(resolved_sources(job, upstream_outputs).values())
     return RenderedJob(
         config_map={
@@ -64,10 +61,10 @@ def render_job(
             "data": data,
         },
         service=worker_service(job),
-        stateful_set=worker_stateful_set(job, settings, output, sources, config_hash),
+        stateful_set=worker_stateful_set(job, settings, output, sources),
         output_claim=_output_claim(job, output),
         evaluation_job=(
-            None if job.spec.evaluation_skipped_because() else evaluation_job(job, settings, output, sources, config_hash)
+            None if job.spec.evaluation_skipped_because() else evaluation_job(job, settings, output, sources)
         ),
     )
 

@@ -11,6 +11,8 @@ from .naming import evaluation_job_name, labels, metadata
 from .sources import OutputLocation, ResolvedSource
 
 ROLE = "evaluator"
+# Retries of a failed evaluation pod (a permanent error is not retried).
+EVALUATION_BACKOFF_LIMIT = 2
 
 
 def evaluation_job(
@@ -18,7 +20,6 @@ def evaluation_job(
     settings: pods.RenderSettings,
     output: OutputLocation,
     sources: list[ResolvedSource],
-    config_hash: str,
 ) -> dict[str, Any]:
     name = job.metadata.name
     evaluation = job.spec.evaluation.resources
@@ -47,7 +48,7 @@ def evaluation_job(
         "kind": "Job",
         "metadata": metadata(job, evaluation_job_name(name), ROLE),
         "spec": {
-            "backoffLimit": 2,
+            "backoffLimit": EVALUATION_BACKOFF_LIMIT,
             # A configuration or data error will not go away on retry.
             "podFailurePolicy": {
                 "rules": [
@@ -62,7 +63,7 @@ def evaluation_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": labels(name, ROLE), "annotations": {"kubetune.io/config-hash": config_hash}},
+                "metadata": {"labels": labels(name, ROLE)},
                 "spec": pod_spec,
             },
         },

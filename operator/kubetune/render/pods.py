@@ -7,6 +7,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from .. import contract
 from ..api.models import FineTuneJob
+from ..contract.sources import SCHEMES
 from .naming import config_map_name
 from .sources import InputVolume, OutputLocation, ResolvedSource
 
@@ -119,16 +120,6 @@ def common_env(job: FineTuneJob) -> list[dict[str, Any]]:
     return env + secret_env(job)
 
 
-# The keys of credentials.s3SecretName that become env vars; the access key pair must be there.
-S3_SECRET_KEYS = {
-    "AWS_ACCESS_KEY_ID": False,
-    "AWS_SECRET_ACCESS_KEY": False,
-    "AWS_SESSION_TOKEN": True,
-    "AWS_ENDPOINT_URL": True,
-    "AWS_DEFAULT_REGION": True,
-}
-
-
 def secret_env(job: FineTuneJob) -> list[dict[str, Any]]:
     """Credentials, each by its own secretKeyRef: never in the ConfigMap, and no other key of the
     Secret reaches the pod."""
@@ -136,9 +127,10 @@ def secret_env(job: FineTuneJob) -> list[dict[str, Any]]:
     env = []
     if credentials.hf_token:
         env.append(secret_key_env("HF_TOKEN", credentials.hf_token.name, credentials.hf_token.key))
-    if credentials.s3_secret_name:
-        env += [secret_key_env(key, credentials.s3_secret_name, key, optional)
-                for key, optional in S3_SECRET_KEYS.items()]
+    for scheme in SCHEMES.values():
+        secret = getattr(credentials, f"{scheme.name}_secret_name", None)
+        if secret:
+            env += [secret_key_env(key, secret, key, optional) for key, optional in scheme.secret_keys.items()]
     return env
 
 

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional
+from typing import Mapping, Optional
 
 from .. import contract
-from ..api.models import FineTuneJob
+from ..api.models import FineTuneJob, OutputStatus
+from ..contract.sources import PATH, Location, split_source
 from .naming import output_claim_name
 
 
@@ -21,13 +22,13 @@ class OutputLocation:
     def model_path(self) -> str:
         return f"{self.sub_path}/{contract.MODEL_SUBDIR}".lstrip("/")
 
-    def to_status(self) -> dict[str, str]:
+    def to_status(self) -> OutputStatus:
         """status.output of the job: where its trained model is."""
-        return {"claimName": self.claim_name, "path": self.model_path}
+        return OutputStatus(claim_name=self.claim_name, path=self.model_path)
 
     @classmethod
-    def from_status(cls, output: Mapping[str, str]) -> "OutputLocation":
-        return cls(output["claimName"], output["path"].removesuffix(contract.MODEL_SUBDIR).rstrip("/"))
+    def from_status(cls, output: OutputStatus) -> "OutputLocation":
+        return cls(output.claim_name, output.path.removesuffix(contract.MODEL_SUBDIR).rstrip("/"))
 
 
 def output_location(job: FineTuneJob) -> OutputLocation:
@@ -52,39 +53,28 @@ class InputVolume:
 
 @dataclass(frozen=True)
 class ResolvedSource:
-    """`location` is what the trainer reads: kind hf, s3, builtin or path."""
-
     source: str
-    location: dict[str, Any]
+    location: Location  # what the pod reads
     volume: Optional[InputVolume] = None
 
 
 def resolve_source(source: str, upstream_outputs: Mapping[str, OutputLocation]) -> ResolvedSource:
-    """`upstream_outputs` maps job:// names to their outputs; by default a job's own claim."""
-    scheme, _, rest = source.partition("://")
-    if not rest:
-        return ResolvedSource(source, {"kind": "path", "path": source})
-    if scheme == "hf":
-        return ResolvedSource(source, {"kind": "hf", "repo": rest})
-    if scheme == "s3":
-        return ResolvedSource(source, {"kind": "s3", "uri": source})
-    if scheme == "builtin":
-        return ResolvedSource(source, {"kind": "builtin", "name": rest})
+    """`upstream_outputs` maps job:// names to their outputs; by default a job's own claim.
+
+    A claim is mounted and read as a path; any other scheme the pod opens itself."""
+    scheme, rest = split_source(source)
     if scheme == "pvc":
         claim, _, path = rest.partition("/")
         return _on_claim(source, claim, path)
     if scheme == "job":
         upstream = upstream_outputs.get(rest) or OutputLocation(output_claim_name(rest), "")
         return _on_claim(source, upstream.claim_name, upstream.model_path, job=rest)
-    raise ValueError(f"unsupported source {source!r}")
+    return ResolvedSource(source, Location(kind=scheme, ref=rest))
 
 
 def _on_claim(source: str, claim: str, path: str, job: Optional[str] = None) -> ResolvedSource:
     volume = InputVolume(claim)
-    location = {"kind": "path", "path": f"{volume.mount_path}/{path}".rstrip("/")}
-    if job:
-        location["job"] = job
-    return ResolvedSource(source, location, volume)
+    return ResolvedSource(source, Location(kind=PATH, ref=f"{volume.mount_path}/{path}".rstrip("/"), job=job), volume)
 
 
 def job_sources(job: FineTuneJob) -> dict[str, str]:
@@ -103,5 +93,5 @@ def job_sources(job: FineTuneJob) -> dict[str, str]:
 
 def upstream_jobs(job: FineTuneJob) -> list[str]:
     """FineTuneJobs this job reads from (job:// sources), which must succeed first."""
-    names = [s.removeprefix("job://") for s in job_sources(job).values() if s.startswith("job://")]
+    names = [rest for scheme, rest in map(split_source, job_sources(job).values()) if scheme == "job"]
     return sorted(set(names))

@@ -1,7 +1,6 @@
-"""The document each worker and the evaluator read from the job's ConfigMap.
-
-It holds the user's TRL keys unchanged plus the keys kubetune manages (output, checkpoints,
-DeepSpeed or FSDP), and every source resolved to where the pod finds it.
+"""The trainer config (contract.config.TrainerConfig) each worker and the evaluator read from
+the job's ConfigMap: the user's TRL keys unchanged plus the keys kubetune manages (output,
+checkpoints, DeepSpeed or FSDP), and every source resolved to where the pod finds it.
 """
 
 from __future__ import annotations
@@ -9,10 +8,20 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .. import contract
-from ..api.models import DistributedSpec, FineTuneJob
+from ..api.models import DatasetSpec, DistributedSpec, FineTuneJob
+from ..contract.config import (
+    DatasetConfig,
+    DistributedConfig,
+    EvaluationConfig,
+    JobRef,
+    ModelConfig,
+    OutputPaths,
+    PeftConfig,
+    RewardConfig,
+    TrainerConfig,
+)
+from ..contract.sources import Location
 from .sources import OutputLocation, ResolvedSource, job_sources, output_location, resolve_source
-
-CONFIG_KIND = "TrainerConfig"
 
 
 def deepspeed_config(distributed: DistributedSpec) -> dict[str, Any] | None:
@@ -62,14 +71,21 @@ def _distributed_training_args(distributed: DistributedSpec) -> dict[str, Any]:
     return {}
 
 
-def output_dir(location: OutputLocation) -> str:
-    return f"{contract.OUTPUT_DIR}/{location.sub_path}".rstrip("/")
+def output_paths(location: OutputLocation) -> OutputPaths:
+    where = f"{contract.OUTPUT_DIR}/{location.sub_path}".rstrip("/")
+    return OutputPaths(
+        dir=where,
+        checkpoints=f"{where}/{contract.CHECKPOINTS_SUBDIR}",
+        model=f"{where}/{contract.MODEL_SUBDIR}",
+        completion_record=f"{where}/{contract.COMPLETION_RECORD}",
+        evaluation=f"{where}/{contract.EVALUATION_SUBDIR}",
+    )
 
 
-def managed_training_args(job: FineTuneJob) -> dict[str, Any]:
+def managed_training_args(job: FineTuneJob, paths: OutputPaths) -> dict[str, Any]:
     checkpointing = job.spec.checkpointing
     return {
-        "output_dir": f"{output_dir(output_location(job))}/{contract.CHECKPOINTS_SUBDIR}",
+        "output_dir": paths.checkpoints,
         "save_strategy": "steps",
         "save_steps": checkpointing.every_steps,
         "save_total_limit": checkpointing.keep,
@@ -83,34 +99,34 @@ def resolved_sources(
     return {field: resolve_source(source, upstream_outputs) for field, source in job_sources(job).items()}
 
 
-def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocation]) -> dict[str, Any]:
+def _dataset(spec: DatasetSpec, location: Location) -> DatasetConfig:
+    return DatasetConfig(**spec.model_dump(), location=location)
+
+
+def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocation]) -> TrainerConfig:
     spec = job.spec
     sources = resolved_sources(job, upstream_outputs)
-    where = output_dir(output_location(job))
-    evaluation = spec.evaluation.wire()
-    if spec.evaluation.dataset:
-        evaluation["dataset"]["location"] = sources["spec.evaluation.dataset.source"].location
-    return {
-        "apiVersion": job.api_version,
-        "kind": CONFIG_KIND,
-        "job": {"name": job.metadata.name, "namespace": job.metadata.namespace, "uid": job.metadata.uid},
-        "method": spec.method,
-        "model": {**spec.model.wire(), "location": sources["spec.model.source"].location,
-                  **({"tokenizerLocation": sources["spec.model.tokenizer"].location} if spec.model.tokenizer else {})},
-        "dataset": {**spec.dataset.wire(), "location": sources["spec.dataset.source"].location},
-        "training": {**spec.training, **managed_training_args(job)},
-        "peft": spec.peft.wire() if spec.peft else None,
-        "rewards": [
-            {**reward.wire(), **({"location": sources[f"spec.rewards[{i}].model"].location} if reward.model else {})}
-            for i, reward in enumerate(spec.rewards or [])
-        ],
-        "distributed": spec.distributed.wire(),
-        "evaluation": evaluation,
-        "output": {
-            "dir": where,
-            "checkpoints": f"{where}/{contract.CHECKPOINTS_SUBDIR}",
-            "model": f"{where}/{contract.MODEL_SUBDIR}",
-            "completionRecord": f"{where}/{contract.COMPLETION_RECORD}",
-            "evaluation": f"{where}/{contract.EVALUATION_SUBDIR}",
-        },
-    }
+
+    def location(field: str) -> Location | None:
+        return sources[field].location if field in sources else None
+
+    paths = output_paths(output_location(job))
+    evaluation = spec.evaluation
+    return TrainerConfig(
+        api_version=job.api_version,
+        job=JobRef(name=job.metadata.name, namespace=job.metadata.namespace, uid=job.metadata.uid),
+        method=spec.method,
+        model=ModelConfig(**spec.model.model_dump(), location=location("spec.model.source"),
+                          tokenizer_location=location("spec.model.tokenizer")),
+        dataset=_dataset(spec.dataset, location("spec.dataset.source")),
+        training={**spec.training, **managed_training_args(job, paths)},
+        peft=PeftConfig(**spec.peft.model_dump()) if spec.peft else None,
+        rewards=[RewardConfig(**reward.model_dump(), location=location(f"spec.rewards[{index}].model"))
+                 for index, reward in enumerate(spec.rewards or [])],
+        distributed=DistributedConfig(**spec.distributed.model_dump()),
+        evaluation=EvaluationConfig(
+            **evaluation.model_dump(exclude={"enabled", "resources", "dataset"}),
+            dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))
+            if evaluation.dataset else None),
+        output=paths,
+    )

@@ -51,10 +51,12 @@ def rendezvous_env(job: FineTuneJob) -> list[dict[str, Any]]:
     env += [
         {"name": "MASTER_ADDR", "value": master},
         {"name": "MASTER_PORT", "value": str(contract.MASTER_PORT)},
-        {"name": "WORLD_SIZE", "value": str(resources.nodes * resources.processes)},
         {"name": "NODE_RANK", **node_rank},
         {"name": contract.ENV_METRICS_PORT, "value": str(contract.METRICS_PORT)},
     ]
+    if not elastic:
+        # An elastic job's world size changes with every resize; torchrun gives each rank the current one.
+        env.append({"name": "WORLD_SIZE", "value": str(resources.nodes * resources.processes)})
     return env
 
 
@@ -79,7 +81,6 @@ def worker_stateful_set(
     settings: pods.RenderSettings,
     output: OutputLocation,
     sources: list[ResolvedSource],
-    config_hash: str,
 ) -> dict[str, Any]:
     name = job.metadata.name
     resources = job.spec.resources
@@ -112,15 +113,11 @@ def worker_stateful_set(
         "metadata": metadata(job, worker_set_name(name), ROLE),
         "spec": {
             "serviceName": worker_service_name(name),
-            "replicas": 0 if job.spec.run_policy.suspend else resources.nodes,
+            "replicas": job.spec.desired_workers(),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(name, ROLE)},
             "template": {
-                "metadata": {
-                    "labels": labels(name, ROLE),
-                    # A changed config rolls the workers.
-                    "annotations": {"kubetune.io/config-hash": config_hash},
-                },
+                "metadata": {"labels": labels(name, ROLE)},
                 "spec": pod_spec,
             },
         },

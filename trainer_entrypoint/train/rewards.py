@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .errors import PermanentError
-from .sources import model_reference
+from kubetune.contract.config import RewardConfig
+
+from ..errors import PermanentError
+from ..sources import model_reference
 
 
 def _text(completion: Any) -> str:
@@ -32,12 +34,12 @@ def reward_function(name: str) -> Callable[..., list[float]]:
     return function
 
 
-def reward_funcs(rewards: list[dict[str, Any]]) -> list[Any]:
+def reward_funcs(rewards: list[RewardConfig]) -> list[Any]:
     """reward_funcs for the TRL trainer: functions, or reward-model references."""
     functions: list[Any] = []
     for index, reward in enumerate(rewards):
-        if reward.get("function"):
-            functions.append(reward_function(reward["function"]))
+        if reward.function:
+            functions.append(reward_function(reward.function))
         else:
-            functions.append(model_reference(reward["location"], f"spec.rewards[{index}].model"))
+            functions.append(model_reference(reward.location, f"spec.rewards[{index}].model"))
     return functions

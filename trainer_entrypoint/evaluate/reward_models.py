@@ -8,11 +8,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Optional
 
+from kubetune.contract.config import TrainerConfig
+
+from ..errors import PermanentError
+from ..sources import model_reference
 from . import scoring
 from .engines import device
-from .errors import PermanentError
-from .eval_data import message_text
-from .sources import model_reference
+from .report import ModelRun
+from .samples import message_text
 
 
 class RewardScorer:
@@ -39,11 +42,11 @@ class RewardScorer:
         return sum(scores) / len(scores)
 
 
-def reward_scorer(config: dict[str, Any]) -> Optional[RewardScorer]:
+def reward_scorer(config: TrainerConfig) -> Optional[RewardScorer]:
     """A scorer for the job's first reward model, or None when it has none."""
-    for index, reward in enumerate(config.get("rewards") or []):
-        if reward.get("location"):
-            return RewardScorer(model_reference(reward["location"], f"spec.rewards[{index}].model"))
+    for index, reward in enumerate(config.rewards):
+        if reward.location:
+            return RewardScorer(model_reference(reward.location, f"spec.rewards[{index}].model"))
     return None
 
 
@@ -71,22 +74,20 @@ def _pair_margins(model, samples) -> dict[int, tuple[float, float]]:
     return scores
 
 
-def evaluate_reward_model(config: dict[str, Any], samples, metrics: list[str]):
+def evaluate_reward_model(config: TrainerConfig, samples, metrics: list[str]):
     """(runs, per-model scores) for a trained reward model and, with compareBase, its base."""
     import torch
-
-    from .evaluation import ModelRun
 
     pairs = [s for s in samples if s.completion_ids and s.rejected_ids]
     if not pairs:
         raise PermanentError("spec.evaluation.dataset: a reward model is evaluated on preference data "
                              "(prompt, chosen, rejected)")
-    models = {"tuned": config["output"]["model"]}
-    if config["evaluation"].get("compareBase"):
-        models["base"] = model_reference(config["model"]["location"], config["model"]["source"])
+    models = {"tuned": config.output.model}
+    if config.evaluation.compare_base:
+        models["base"] = model_reference(config.model.location, config.model.source)
     runs, per_model = {}, {}
     for label, reference in models.items():
-        torch.manual_seed(config["evaluation"]["sampling"]["seed"])  # the base model's untrained score head
+        torch.manual_seed(config.evaluation.sampling.seed)  # the base model's untrained score head
         margins = _pair_margins(_classifier(reference), pairs)
         run = ModelRun(scores={i: {"chosen": c, "rejected": r} for i, (c, r) in margins.items()})
         values = {

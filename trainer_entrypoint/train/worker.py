@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Any, Optional
 
 from kubetune import contract
+from kubetune.contract.config import TrainerConfig
+from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
 
-from .checkpoints import discard_incomplete, newest_complete_checkpoint, write_completion
-from .errors import PermanentError, record_permanent_error
+from ..errors import PermanentError, record_permanent_error
+from .checkpoints import discard_incomplete
 
 WEIGHT_DIGEST_ENV = "KUBETUNE_WEIGHT_DIGEST_DIR"
 
@@ -21,11 +23,11 @@ def rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
-def start_progress(config: dict[str, Any]):
+def start_progress(config: TrainerConfig):
     """Rank 0 serves progress; a busy port costs the metrics, never the training run."""
-    from .progress import Progress, ProgressCallback, serve
+    from .progress import ProgressCallback, ProgressState, serve
 
-    progress = Progress(config["job"]["name"], config["job"]["namespace"])
+    progress = ProgressState(config.job.name, config.job.namespace)
     port = int(os.environ.get(contract.ENV_METRICS_PORT, contract.METRICS_PORT))
     server = None
     try:
@@ -53,12 +55,12 @@ def weights_digest(trainer) -> str:
     return digest.hexdigest()
 
 
-def train(config: dict[str, Any], progress_server: bool = True) -> dict[str, Any]:
+def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]:
     """Train to the end (resuming if a checkpoint exists) and save; returns a short summary."""
-    from .methods import build_trainer
+    from .trainer import build_trainer
 
-    output = config["output"]
-    checkpoint_dir = Path(output["checkpoints"])
+    output = config.output
+    checkpoint_dir = Path(output.checkpoints)
     if rank() == 0:
         for path in discard_incomplete(checkpoint_dir):
             print(f"kubetune: removed incomplete checkpoint {path.name}", flush=True)
@@ -73,14 +75,14 @@ def train(config: dict[str, Any], progress_server: bool = True) -> dict[str, Any
             print(f"kubetune: resuming from {resume_from.name}", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         # Every rank takes part: ZeRO-3 gathers the consolidated weights here.
-        trainer.save_model(output["model"])
+        trainer.save_model(output.model)
         if os.environ.get(WEIGHT_DIGEST_ENV):
             digest_file = Path(os.environ[WEIGHT_DIGEST_ENV]) / f"rank-{rank()}.json"
             digest_file.write_text(json.dumps({"rank": rank(), "sha256": weights_digest(trainer)}))
         if rank() == 0:
-            trainer.processing_class.save_pretrained(output["model"])
-            write_completion(Path(output["completionRecord"]), config["job"].get("uid"),
-                             trainer.state.global_step, output["model"], result.training_loss)
+            trainer.processing_class.save_pretrained(output.model)
+            CompletionRecord(uid=config.job.uid, global_step=trainer.state.global_step, model=output.model,
+                             train_loss=result.training_loss).write(Path(output.completion_record))
             if progress:
                 progress.update(phase="succeeded")
         # No rank exits before the completion record exists: any worker exiting 0 means "trained".
@@ -95,7 +97,7 @@ def train(config: dict[str, Any], progress_server: bool = True) -> dict[str, Any
 
 
 def main(config_file: Optional[str] = None) -> int:
-    from .config import load_config
+    from ..config import load_config
 
     try:
         config = load_config(Path(config_file) if config_file else None)

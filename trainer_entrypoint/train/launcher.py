@@ -15,18 +15,19 @@ import tempfile
 from pathlib import Path
 
 from kubetune import contract
+from kubetune.contract.config import TrainerConfig
+from kubetune.contract.output import CompletionRecord
 
-from .checkpoints import completed_by
-from .config import load_config
-from .errors import PERMANENT_MARKER_ENV, PermanentError, record_permanent_error, write_termination_message
+from ..config import load_config
+from ..errors import PermanentError, record_permanent_error, write_termination_message
 
 
-def worker_command(config: dict) -> list[str]:
+def worker_command(config: TrainerConfig) -> list[str]:
     """torchrun, which takes --nnodes, --node-rank, --master-addr ... from PET_* in the env; or,
     for one process on one node without DeepSpeed, the worker alone: a one-rank process group
     only adds a DDP wrapper and its all-reduce to every step."""
     single = os.environ.get("PET_NNODES", "1") == "1" and os.environ.get("PET_NPROC_PER_NODE", "1") == "1"
-    if single and not config["training"].get("deepspeed"):
+    if single and not config.training.get("deepspeed"):
         return [sys.executable, "-m", "trainer_entrypoint", "worker"]
     return [sys.executable, "-m", "torch.distributed.run", "--module", "trainer_entrypoint", "worker"]
 
@@ -36,14 +37,15 @@ def main() -> int:
         config = load_config()
     except PermanentError as error:
         return record_permanent_error(error)
-    record = completed_by(Path(config["output"]["completionRecord"]), config["job"].get("uid"))
+    record = CompletionRecord.read(Path(config.output.completion_record), config.job.uid)
     if record:
-        print(f"kubetune: {config['job']['name']} already finished training at step {record['globalStep']}; "
+        print(f"kubetune: {config.job.name} already finished training at step {record.global_step}; "
               "not training again", flush=True)
         return contract.EXIT_SUCCESS
     with tempfile.TemporaryDirectory(prefix="kubetune-launch-") as scratch:
         marker = Path(scratch) / "permanent-error"
-        child = subprocess.Popen(worker_command(config), env={**os.environ, PERMANENT_MARKER_ENV: str(marker)})
+        env = {**os.environ, contract.ENV_PERMANENT_ERROR_FILE: str(marker)}
+        child = subprocess.Popen(worker_command(config), env=env)
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda number, _frame: child.send_signal(number))
         code = child.wait()

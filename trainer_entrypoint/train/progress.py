@@ -1,10 +1,10 @@
 """Rank 0's progress: a TrainerCallback that follows training, served as Prometheus metrics on
-/metrics and as JSON on /progress (port contract.METRICS_PORT) for the operator to read.
+/metrics and as the contract's Progress document on /progress (port contract.METRICS_PORT)
+for the operator to read.
 """
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,46 +14,50 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from transformers import TrainerCallback
 
+from kubetune.contract.progress import PROGRESS_PATH, Progress
+
+# Progress fields exported as gauges, by metric name (the help text is the field's description).
 GAUGES = {
-    # progress key: (metric name, help)
-    "step": ("kubetune_training_step", "Optimizer steps completed."),
-    "totalSteps": ("kubetune_training_total_steps", "Optimizer steps the run will take."),
-    "epoch": ("kubetune_training_epoch", "Fractional epoch reached."),
-    "loss": ("kubetune_training_loss", "Training loss at the last logging step."),
-    "learningRate": ("kubetune_training_learning_rate", "Learning rate at the last logging step."),
-    "tokensPerSecond": ("kubetune_training_tokens_per_second", "Input tokens per second, all ranks."),
-    "progress": ("kubetune_training_progress_ratio", "step / totalSteps."),
-    "etaSeconds": ("kubetune_training_eta_seconds", "Estimated seconds until training ends."),
+    "kubetune_training_step": "step",
+    "kubetune_training_total_steps": "total_steps",
+    "kubetune_training_epoch": "epoch",
+    "kubetune_training_loss": "loss",
+    "kubetune_training_learning_rate": "learning_rate",
+    "kubetune_training_tokens_per_second": "tokens_per_second",
+    "kubetune_training_progress_ratio": "progress",
+    "kubetune_training_eta_seconds": "eta_seconds",
 }
 
 
-class Progress:
+class ProgressState:
     """What rank 0 knows about the run; updated by the callback, read by the HTTP server."""
 
     def __init__(self, job: str, namespace: str):
         self.labels = {"job": job, "namespace": namespace}
         self._lock = threading.Lock()
-        self._state: dict[str, Any] = {"phase": "starting", "step": 0}
+        self._progress = Progress()
 
     def update(self, **values: Any) -> None:
         with self._lock:
-            self._state.update({k: v for k, v in values.items() if v is not None})
+            changes = {k: v for k, v in values.items() if v is not None}
+            self._progress = self._progress.model_copy(update=changes)
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> Progress:
         with self._lock:
-            return dict(self._state)
+            return self._progress
 
     def collect(self):
         snapshot = self.snapshot()
-        for key, (name, help_text) in GAUGES.items():
-            if isinstance(snapshot.get(key), (int, float)):
-                gauge = GaugeMetricFamily(name, help_text, labels=list(self.labels))
-                gauge.add_metric(list(self.labels.values()), float(snapshot[key]))
+        for name, field in GAUGES.items():
+            value = getattr(snapshot, field)
+            if value is not None:
+                gauge = GaugeMetricFamily(name, Progress.model_fields[field].description, labels=list(self.labels))
+                gauge.add_metric(list(self.labels.values()), float(value))
                 yield gauge
 
 
 class ProgressCallback(TrainerCallback):
-    def __init__(self, progress: Progress):
+    def __init__(self, progress: ProgressState):
         self.progress = progress
         self._started = 0.0
         self._start_step: Optional[int] = None
@@ -61,7 +65,7 @@ class ProgressCallback(TrainerCallback):
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._started = time.monotonic()
-        self.progress.update(phase="training", totalSteps=state.max_steps, step=state.global_step)
+        self.progress.update(phase="training", total_steps=state.max_steps, step=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         now, tokens = time.monotonic(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
@@ -78,21 +82,21 @@ class ProgressCallback(TrainerCallback):
         if total and state.global_step:
             elapsed = now - self._started
             eta = elapsed / max(state.global_step - self._start_step, 1) * (total - state.global_step)
-        self.progress.update(step=state.global_step, epoch=state.epoch, tokensPerSecond=rate,
-                             progress=(state.global_step / total) if total else None, etaSeconds=eta)
+        self.progress.update(step=state.global_step, epoch=state.epoch, tokens_per_second=rate,
+                             progress=(state.global_step / total) if total else None, eta_seconds=eta)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
-        self.progress.update(loss=logs.get("loss"), learningRate=logs.get("learning_rate"))
+        self.progress.update(loss=logs.get("loss"), learning_rate=logs.get("learning_rate"))
 
     def on_save(self, args, state, control, **kwargs):
         self.progress.update(checkpoint=f"checkpoint-{state.global_step}")
 
     def on_train_end(self, args, state, control, **kwargs):
-        self.progress.update(phase="saving", step=state.global_step, progress=1.0, etaSeconds=0.0)
+        self.progress.update(phase="saving", step=state.global_step, progress=1.0, eta_seconds=0.0)
 
 
-def serve(progress: Progress, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+def serve(progress: ProgressState, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     """Start the metrics and progress server in a daemon thread; port 0 picks a free port."""
     registry = CollectorRegistry()
     registry.register(progress)
@@ -101,8 +105,8 @@ def serve(progress: Progress, port: int, host: str = "0.0.0.0") -> ThreadingHTTP
         def do_GET(self):
             if self.path.startswith("/metrics"):
                 body, kind = generate_latest(registry), "text/plain; version=0.0.4"
-            elif self.path.startswith("/progress"):
-                body, kind = json.dumps(progress.snapshot()).encode(), "application/json"
+            elif self.path.startswith(PROGRESS_PATH):
+                body, kind = progress.snapshot().encode().encode(), "application/json"
             elif self.path.startswith("/healthz"):
                 body, kind = b"ok", "text/plain"
             else:

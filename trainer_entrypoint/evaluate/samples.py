@@ -9,9 +9,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Optional, Union
 
+from kubetune.contract.config import TrainerConfig
+from kubetune.contract.formats import detect_format
+
+from ..data import load_split
+from ..errors import PermanentError
 from .code_checks import HUMANEVAL_STOPS, AppsTask, HumanEvalTask, apps_task
-from .data import detect_format, load_split
-from .errors import PermanentError
 
 Prompt = Union[str, list]
 GROUP_COLUMNS = ("difficulty", "level")
@@ -131,31 +134,18 @@ def stop_strings(fmt: str) -> list[str]:
     return list(HUMANEVAL_STOPS) if fmt == "humaneval" else []
 
 
-def evaluation_data(config: dict[str, Any]) -> tuple[dict[str, Any], str]:
-    """The evaluation dataset spec (with its location) and the split to read."""
-    evaluation = config["evaluation"]
-    if evaluation.get("dataset"):
-        return evaluation["dataset"], evaluation["dataset"]["split"]
-    dataset = config["dataset"]
-    if not dataset.get("evalSplit"):
-        raise PermanentError("spec.evaluation.dataset: no evaluation data; set it or spec.dataset.evalSplit")
-    return dataset, dataset["evalSplit"]
-
-
-def load_samples(config: dict[str, Any], tokenizer) -> tuple[list[Sample], str, str]:
+def load_samples(config: TrainerConfig, tokenizer) -> tuple[list[Sample], str, str]:
     """(samples, format, where the data came from)."""
-    spec, split = evaluation_data(config)
-    dataset, where = load_split(spec["location"], spec["source"], split, spec.get("name"), config["method"],
-                                spec.get("format", "auto"))
-    if spec.get("maxSamples"):
-        dataset = dataset.select(range(min(spec["maxSamples"], len(dataset))))
-    fmt = spec.get("format", "auto")
-    if fmt == "auto":
-        fmt = detect_format(set(dataset.column_names))
+    data = config.evaluation_data()
+    if data is None:
+        raise PermanentError("spec.evaluation.dataset: no evaluation data; set it or spec.dataset.evalSplit")
+    spec, split = data
+    dataset, where = load_split(spec, split, config.method)
+    fmt = detect_format(set(dataset.column_names)) if spec.format == "auto" else spec.format
     if fmt is None:
         raise PermanentError(f"evaluation dataset {where}: unrecognised columns {', '.join(dataset.column_names)}")
     encoder = Encoder(tokenizer)
-    rejected = config["method"] == "reward"
+    rejected = config.trainer.scores  # a reward model is scored on its preference pairs
     try:
         samples = [to_sample(i, row, fmt, encoder, rejected) for i, row in enumerate(dataset)]
     except KeyError as error:

@@ -1,0 +1,26 @@
+"""The base of every document that crosses from the operator side to the pods or back."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, Union
+
+from pydantic import BaseModel, ConfigDict
+from pydantic.alias_generators import to_camel
+
+D = TypeVar("D", bound="Document")
+
+
+class Document(BaseModel):
+    """camelCase JSON on the wire; one encode and one decode per document type."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    def wire(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+    def encode(self, indent: int | None = None) -> str:
+        return self.model_dump_json(by_alias=True, exclude_none=True, indent=indent)
+
+    @classmethod
+    def decode(cls: type[D], text: Union[str, bytes]) -> D:
+        return cls.model_validate_json(text)

@@ -1,0 +1,48 @@
+"""Paths, ports, exit codes and env names that pod specs and the pod runtime share."""
+
+from __future__ import annotations
+
+CONFIG_DIR = "/etc/kubetune"
+CONFIG_FILE = "config.json"
+DEEPSPEED_FILE = "deepspeed.json"
+OUTPUT_DIR = "/output"
+CACHE_DIR = "/cache"
+INPUTS_DIR = "/inputs"
+TMP_DIR = "/tmp"
+SHM_DIR = "/dev/shm"
+
+# Inside the output folder.
+CHECKPOINTS_SUBDIR = "checkpoints"
+MODEL_SUBDIR = "model"
+COMPLETION_RECORD = "COMPLETED.json"
+EVALUATION_SUBDIR = "evaluation"
+
+MASTER_PORT = 29500
+RENDEZVOUS_PORT = 29400
+# Rank 0 serves Prometheus metrics on /metrics and its progress as JSON on /progress.
+METRICS_PORT = 9470
+
+# Exit codes of `python -m trainer_entrypoint ...`.
+EXIT_SUCCESS = 0
+# Configuration, data or model errors: retrying cannot help; the reason is in the
+# termination message file.
+EXIT_PERMANENT = 3
+# Anything else (crash, OOM kill, lost peer) is retryable.
+
+# --- env ---------------------------------------------------------------------------------
+
+ENV_CONFIG = "KUBETUNE_CONFIG"
+ENV_METRICS_PORT = "KUBETUNE_METRICS_PORT"
+# Where the runtime writes its termination message (Kubernetes reads /dev/termination-log).
+ENV_TERMINATION_LOG = "KUBETUNE_TERMINATION_LOG"
+# Set by the launcher for its ranks: where a rank leaves its permanent error's message.
+ENV_PERMANENT_ERROR_FILE = "KUBETUNE_PERMANENT_ERROR_FILE"
+# Folder of builtin://tiny (defaults to a folder under HF_HOME).
+ENV_BUILTIN_DIR = "KUBETUNE_BUILTIN_DIR"
+
+# What a job's own env (spec.resources.env) may not set: the rendezvous env, what torchrun
+# gives each rank, and kubetune's own variables.
+RESERVED_ENV_PREFIXES = ("PET_", "KUBETUNE_", "TORCHELASTIC_")
+RESERVED_ENV_NAMES = (
+    "MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "NODE_RANK", "RANK", "LOCAL_RANK", "LOCAL_WORLD_SIZE", "GROUP_RANK",
+)

@@ -1,0 +1,32 @@
+"""Rank 0's progress, served as JSON on /progress and read by the operator and `kubetune run`."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import ConfigDict, Field
+
+from .document import Document
+
+PROGRESS_PATH = "/progress"
+
+
+class TrainingNumbers(Document):
+    """What training reports and status.progress mirrors."""
+
+    step: int = Field(0, description="Optimizer steps completed.")
+    total_steps: Optional[int] = Field(None, description="Optimizer steps the run will take.")
+    epoch: Optional[float] = Field(None, description="Fractional epoch reached.")
+    loss: Optional[float] = Field(None, description="Training loss at the last logging step.")
+    learning_rate: Optional[float] = Field(None, description="Learning rate at the last logging step.")
+    tokens_per_second: Optional[float] = Field(None, description="Input tokens per second, all ranks.")
+    eta_seconds: Optional[float] = Field(None, description="Estimated seconds until training ends.")
+
+
+class Progress(TrainingNumbers):
+    # A newer trainer image may report more than this operator reads.
+    model_config = ConfigDict(extra="ignore")
+
+    phase: Literal["starting", "training", "saving", "succeeded"] = "starting"
+    progress: Optional[float] = Field(None, description="step / totalSteps.")
+    checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved, e.g. checkpoint-50.")

@@ -1,0 +1,1 @@
+"""Evaluation: the evaluation Job's command, its engines, metrics and report."""

@@ -1,0 +1,195 @@
+"""The evaluation Job's command: evaluate the trained model (and optionally its base) on the
+evaluation data, write a JSON report and the generations to the job's output, and leave a
+short summary in the termination message for the operator to copy into status.evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+import time
+from contextlib import closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+from kubetune import contract
+from kubetune.contract.config import SamplingConfig, TrainerConfig
+from kubetune.contract.metrics import metric
+
+from ..errors import PermanentError, record_permanent_error, write_termination_message
+from ..sources import model_reference
+from .engines import VLLM_LORA_RANKS, Sampling, TransformersEngine, Weights, open_engine
+from .metrics import check_applicable, needs_generation, needs_logprobs, score_model
+from .report import GENERATIONS_FILE, REPORT_FILE, MetricReport, ModelRun, combine, summary, write_generations
+from .samples import Sample, load_samples, stop_strings
+from .sandbox import isolation
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    weights: Weights
+    runs: list[tuple[str, bool]]  # (label, with adapter)
+
+
+def sampling_of(spec: SamplingConfig, fmt: str) -> Sampling:
+    return Sampling(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
+                    seed=spec.seed, stop=stop_strings(fmt))
+
+
+# --- which models, on which engines ------------------------------------------------------
+
+
+def _adapter_rank(folder: Path) -> Optional[int]:
+    config = folder / "adapter_config.json"
+    return int(json.loads(config.read_text()).get("r", 0)) if config.exists() else None
+
+
+def merge_adapter(base: str, adapter: str, trust_remote_code: bool) -> str:
+    """Base weights with the adapter folded in, in a scratch folder. The base is the job's
+    resolved model source, not the path recorded in adapter_config.json at training time."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    target = tempfile.mkdtemp(prefix="kubetune-merged-")
+    model = AutoModelForCausalLM.from_pretrained(base, dtype="auto", trust_remote_code=trust_remote_code)
+    PeftModel.from_pretrained(model, adapter).merge_and_unload().save_pretrained(target)
+    AutoTokenizer.from_pretrained(adapter).save_pretrained(target)
+    print(f"kubetune: merged the adapter into {target}", flush=True)
+    return target
+
+
+def engine_plans(config: TrainerConfig) -> list[EnginePlan]:
+    """A LoRA job runs one engine (tuned = adapter on, base = adapter off); otherwise one engine a model."""
+    model, evaluation = config.model, config.evaluation
+    tuned = Path(config.output.model)
+    if not tuned.exists():
+        raise PermanentError(f"trained model {tuned} does not exist (did training finish?)")
+    base = model_reference(model.location, model.source)
+    common = {"dtype": model.dtype, "trust_remote_code": model.trust_remote_code}
+    rank = _adapter_rank(tuned)
+    merge = bool(config.peft and config.peft.merge_for_evaluation)
+    if rank is not None and not merge and (evaluation.engine != "vllm" or rank <= VLLM_LORA_RANKS[-1]):
+        runs = [("tuned", True)] + ([("base", False)] if evaluation.compare_base else [])
+        return [EnginePlan(Weights(base, str(tuned), rank, **common), runs)]
+    tuned_weights = merge_adapter(base, str(tuned), model.trust_remote_code) if rank is not None else str(tuned)
+    plans = [EnginePlan(Weights(tuned_weights, **common), [("tuned", False)])]
+    if evaluation.compare_base:
+        plans.append(EnginePlan(Weights(base, **common), [("base", False)]))
+    return plans
+
+
+# --- running --------------------------------------------------------------------------------
+
+
+def decode(tokenizer, tokens: list[int], stops: list[str]) -> str:
+    text = tokenizer.decode(tokens, skip_special_tokens=True)
+    for stop in stops:
+        text = text.split(stop, 1)[0]
+    return text
+
+
+def generate(engine, samples: list[Sample], sampling: Sampling, adapter: bool, tokenizer) -> dict[int, list[str]]:
+    outputs = engine.generate([s.prompt_ids for s in samples], sampling, adapter)
+    return {s.index: [decode(tokenizer, t, sampling.stop) for t in tokens] for s, tokens in zip(samples, outputs)}
+
+
+def completion_logprobs(scorer: TransformersEngine, samples: list[Sample], adapter: bool) -> dict[int, float]:
+    scored = [s for s in samples if s.completion_ids]
+    sums = scorer.completion_logprobs([(s.prompt_ids, s.completion_ids) for s in scored], adapter)
+    return {s.index: value for s, value in zip(scored, sums)}
+
+
+def within_context(samples: list[Sample], engine) -> list[Sample]:
+    return [s for s in samples if len(s.prompt_ids) + len(s.completion_ids or []) < engine.context_length]
+
+
+def run_plan(plan: EnginePlan, engine_name: str, samples, sampling, metrics, tokenizer) -> dict[str, ModelRun]:
+    """The generations (on the chosen engine) and completion log-probabilities of a plan's models."""
+    runs = {label: ModelRun() for label, _ in plan.runs}
+    usable: list[Sample] = []
+    generate_here = needs_generation(metrics) and engine_name == "transformers"
+    if needs_logprobs(metrics) or generate_here:
+        with closing(TransformersEngine(plan.weights, tokenizer)) as engine:
+            usable = within_context(samples, engine)
+            for label, adapter in plan.runs:
+                if needs_logprobs(metrics):
+                    runs[label].logprobs = completion_logprobs(engine, usable, adapter)
+                if generate_here:
+                    runs[label].completions = generate(engine, usable, sampling, adapter, tokenizer)
+    if needs_generation(metrics) and not generate_here:
+        with closing(open_engine(engine_name, plan.weights, tokenizer)) as engine:
+            usable = within_context(samples, engine)
+            for label, adapter in plan.runs:
+                runs[label].completions = generate(engine, usable, sampling, adapter, tokenizer)
+    print(f"kubetune: evaluated {', '.join(runs)} ({len(usable)} of {len(samples)} rows fit the context)",
+          flush=True)
+    return runs
+
+
+def run_models(config: TrainerConfig, samples, sampling, metrics, tokenizer) -> dict[str, ModelRun]:
+    runs: dict[str, ModelRun] = {}
+    for plan in engine_plans(config):
+        runs.update(run_plan(plan, config.evaluation.engine, samples, sampling, metrics, tokenizer))
+    return runs
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def load_tokenizer(config: TrainerConfig):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(config.output.model, trust_remote_code=config.model.trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
+    """Evaluate, write the report and generations; returns the metrics."""
+    from .reward_models import evaluate_reward_model, reward_scorer
+
+    started = time.monotonic()
+    evaluation = config.evaluation
+    metrics = evaluation.metrics
+    tokenizer = load_tokenizer(config)
+    samples, fmt, where = load_samples(config, tokenizer)
+    scores_pairs = config.trainer.scores  # a reward model is scored on pairs; it does not generate
+    reward = reward_scorer(config) if not scores_pairs and any(metric(m).reward_model for m in metrics) else None
+    check_applicable([] if scores_pairs else metrics, samples, fmt, where, reward)
+    sampling = sampling_of(evaluation.sampling, fmt)
+    if scores_pairs:
+        runs, per_model = evaluate_reward_model(config, samples, metrics)
+    else:
+        runs = run_models(config, samples, sampling, metrics, tokenizer)
+        per_model = {label: score_model(samples, run, metrics, evaluation.timeout_seconds_per_sample, reward)
+                     for label, run in runs.items()}
+    folder = Path(config.output.evaluation)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_generations(folder / GENERATIONS_FILE, samples, runs)
+    results = combine(per_model)
+    report = {
+        "job": config.job.wire(), "engine": "transformers" if scores_pairs else evaluation.engine,
+        "method": config.method, "dataset": {"source": where, "format": fmt, "rows": len(samples)},
+        "sampling": {**evaluation.sampling.wire(), "stop": sampling.stop},
+        "sandbox": isolation() if any(metric(m).needs == "code_tests" for m in metrics) else None,
+        "metrics": {name: value.wire() for name, value in results.items()},
+        "generations": str(folder / GENERATIONS_FILE), "seconds": round(time.monotonic() - started, 1),
+    }
+    (folder / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    return results
+
+
+def main() -> int:
+    from ..config import load_config
+
+    try:
+        config = load_config()
+        results = evaluate(config)
+    except PermanentError as error:
+        return record_permanent_error(error)
+    message = summary(results, str(Path(config.output.evaluation) / REPORT_FILE))
+    write_termination_message(message)
+    print(f"kubetune: evaluation finished: {message}", flush=True)
+    return contract.EXIT_SUCCESS

@@ -1,0 +1,65 @@
+"""What evaluation leaves behind: each model's run, the report's metrics (tuned, base, delta and
+per group), the generations file, and the summary for the termination message."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kubetune.contract.evaluation import EvaluationSummary, MetricValue
+
+from . import scoring
+from .samples import Sample
+
+REPORT_FILE = "report.json"
+GENERATIONS_FILE = "generations.jsonl"
+
+
+@dataclass
+class ModelRun:
+    """What one model produced: completions per sample and summed completion log-probabilities."""
+
+    completions: dict[int, list[str]] = field(default_factory=dict)
+    logprobs: dict[int, float] = field(default_factory=dict)
+    scores: dict[int, dict[str, Any]] = field(default_factory=dict)  # per sample, per metric
+
+
+class MetricReport(MetricValue):
+    by_group: dict[str, MetricValue] = {}
+
+
+def combine(per_model: dict[str, dict[str, dict[str, float]]]) -> dict[str, MetricReport]:
+    """Each metric's tuned, base and delta, overall and by group, from each model's scores."""
+    combined = {}
+    for metric, tuned in per_model["tuned"].items():
+        base = per_model.get("base", {}).get(metric, {})
+        values = {key: MetricValue(tuned=value, base=base.get(key)) for key, value in tuned.items()}
+        overall = values.pop(scoring.ALL, MetricValue(tuned=math.nan))
+        combined[metric] = MetricReport(**overall.model_dump(), by_group=dict(sorted(values.items())))
+    return combined
+
+
+def summary(metrics: dict[str, MetricReport], report_path: str) -> str:
+    """The termination message: metrics (and per-group values while they fit) plus the report path."""
+    flat: dict[str, MetricValue] = {}
+    for name, value in metrics.items():
+        if not math.isnan(value.tuned):  # a metric no row could give has no value to report
+            flat[name] = MetricValue(tuned=value.tuned, base=value.base)
+        flat.update({f"{name}/{group}": entry for group, entry in value.by_group.items()})
+    return EvaluationSummary(metrics=flat, report=report_path).fitted()
+
+
+def write_generations(path: Path, samples: list[Sample], runs: dict[str, ModelRun]) -> None:
+    with open(path, "w") as handle:
+        for sample in samples:
+            record: dict[str, Any] = {"index": sample.index, "group": sample.group, "prompt": sample.prompt,
+                                      "reference": sample.reference}
+            for label, run in runs.items():
+                record[label] = {"completions": run.completions.get(sample.index, []),
+                                 **run.scores.get(sample.index, {})}
+                if sample.index in run.logprobs:
+                    record[label]["completionLogprob"] = run.logprobs[sample.index]
+            handle.write(json.dumps(record) + "\n")

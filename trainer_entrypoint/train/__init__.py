@@ -1,0 +1,1 @@
+"""Training: the worker pod's launcher and each torchrun rank."""
