@@ -59,6 +59,15 @@ PATTERN_MEANINGS = {
 }
 
 
+TYPE_NAMES = {"int_type": "an integer", "float_type": "a number", "bool_type": "a boolean", "string_type": "a string",
+              "dict_type": "a mapping", "list_type": "a list", "model_type": "a mapping"}
+
+
+def _json_type(value: Any) -> str:
+    kinds = {bool: "boolean", int: "integer", float: "number", str: "string", list: "list", dict: "mapping"}
+    return kinds.get(type(value), type(value).__name__)
+
+
 def _pydantic_problems(error: ValidationError) -> list[Problem]:
     problems = []
     for item in error.errors():
@@ -68,6 +77,9 @@ def _pydantic_problems(error: ValidationError) -> list[Problem]:
         elif item["type"] == "string_pattern_mismatch":
             pattern = item.get("ctx", {}).get("pattern")
             message = f"{item['input']!r}: {PATTERN_MEANINGS.get(pattern, message)}"
+        elif item["type"] in TYPE_NAMES:
+            # Strict types, as the API server's: say what came instead.
+            message = f"expected {TYPE_NAMES[item['type']]}, got {_json_type(item['input'])} {item['input']!r}"
         problems.append(Problem(format_location(tuple(item["loc"])), message))
     return list(dict.fromkeys(problems))
 
