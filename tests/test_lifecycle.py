@@ -10,6 +10,7 @@ from conftest import with_spec
 from kubetune.api.crd import generate_crd
 from kubetune.api.models import FineTuneJobStatus
 from kubetune.api.validation import parse_job
+from kubetune.contract.failure import FAILURE_CLASSES, FailureReport
 from kubetune.contract.progress import Progress
 from kubetune.lifecycle import Action, Observed, Termination, WorkerPod, WorkerSet, EvaluationRun
 from kubetune.lifecycle import decide as decide_typed
@@ -34,24 +35,56 @@ def ago(seconds):
     return (NOW - timedelta(seconds=seconds)).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def running(name="demo-worker-0", restarts=0):
-    return WorkerPod(name, running=True, ready=True, restarts=restarts)
+def running(name="demo-worker-0", restarts=0, uid=None):
+    return WorkerPod(name, running=True, ready=True, restarts=restarts, uid=uid or f"uid-{name}")
 
 
 def exited(code, message="", name="demo-worker-0", restarts=0, still=True):
     termination = Termination(code, message)
     if still:
-        return WorkerPod(name, terminated=termination, restarts=restarts)
-    return WorkerPod(name, running=True, last_terminated=termination, restarts=restarts)
+        return WorkerPod(name, terminated=termination, restarts=restarts, uid=f"uid-{name}")
+    return WorkerPod(name, running=True, last_terminated=termination, restarts=restarts, uid=f"uid-{name}")
 
 
-def crashing(restarts, message="boom", name="demo-worker-0"):
-    return WorkerPod(name, restarts=restarts, waiting_reason="CrashLoopBackOff",
-                     last_terminated=Termination(1, message))
+def crashing(restarts, message="boom", name="demo-worker-0", uid=None, reason=""):
+    return WorkerPod(name, restarts=restarts, waiting_reason="CrashLoopBackOff", uid=uid or f"uid-{name}",
+                     last_terminated=Termination(1 if reason != "OOMKilled" else 137, message, reason))
+
+
+def waiting(reason, message, name="demo-worker-1"):
+    return WorkerPod(name, waiting_reason=reason, waiting_message=message, uid=f"uid-{name}", scheduled=True)
+
+
+def unschedulable(message="0/12 nodes are available: 12 Insufficient nvidia.com/gpu.", name="demo-worker-1"):
+    return WorkerPod(name, scheduled=False, scheduling_message=message, uid=f"uid-{name}")
 
 
 def condition(kind, status, reason):
     return {"type": kind, "status": status, "reason": reason}
+
+
+def holds(kind, status, reason, since, message=""):
+    """A condition already in the stored status."""
+    return {**condition(kind, status, reason), "message": message, "lastTransitionTime": since}
+
+
+def report(reason, message):
+    return FailureReport(reason=reason, message=message, last_logs="...\n" + message).fitted()
+
+
+def training_for(seconds, step_seconds_ago=None, step=40, phase="training", **workers):
+    """The status of a job whose workers all run since `seconds` ago, its step last moving then."""
+    progress = {"step": step, "phase": phase}
+    if step_seconds_ago is not None:
+        progress["lastStepTime"] = ago(step_seconds_ago)
+    return {"phase": "Training", "startTime": ago(seconds + 60), "progress": progress, "workers": workers,
+            "conditions": [holds("Created", "True", "ChildrenCreated", ago(seconds + 60)),
+                           holds("Running", "True", "WorkersRunning", ago(seconds))]}
+
+
+def stalled_pods(step=40, phase="training"):
+    return dict(workers=WorkerSet(2, 2), pods=(running(), running("demo-worker-1")),
+                progress=Progress(step=step, phase=phase))
 
 
 EVAL_SUMMARY = json.dumps({"metrics": {"loss": {"tuned": 1.5, "base": 2.0}, "exact_match": {"tuned": 0.25}},
@@ -82,7 +115,7 @@ TABLE = [
      Observed(NOW, WorkerSet(2), (running(), crashing(2, name="demo-worker-1"))),
      "Initializing", [condition("Restarting", "True", "WorkerRestarting")], [Action("scale_workers", 2)]),
     ("restarts beyond backoffLimit fail", {"runPolicy": {"backoffLimit": 3}}, {"phase": "Training"},
-     Observed(NOW, WorkerSet(1), (crashing(4, "CUDA error: out of memory"),)),
+     Observed(NOW, WorkerSet(1), (crashing(4, "NCCL error: unhandled system error"),)),
      "Failed", [condition("Failed", "True", "BackoffLimitExceeded")], [Action("scale_workers", 0)]),
     ("permanent exit code fails at once", {}, {"phase": "Training"},
      Observed(NOW, WorkerSet(1), (exited(3, "dataset /d/train.jsonl: missing column(s) chosen"),)),
@@ -135,6 +168,78 @@ TABLE = [
     ("elastic resize scales the workers", {"resources": {"nodes": 3, "elastic": {"minNodes": 1, "maxNodes": 4}}},
      {"phase": "Training"}, Observed(NOW, WorkerSet(2, 2), (running(), running("demo-worker-1"))),
      "Initializing", [], [Action("scale_workers", 3)]),
+    # --- why workers do not run ---
+    ("an image that cannot be pulled is the reason", TWO_NODES, {"phase": "Pending"},
+     Observed(NOW, WorkerSet(2), (running(), waiting("ImagePullBackOff", "Back-off pulling image \"trainer:9\""))),
+     "Initializing", [condition("Running", "False", "ImagePullBackOff")], [Action("scale_workers", 2)]),
+    ("an invalid image name fails at once", TWO_NODES, {"phase": "Pending"},
+     Observed(NOW, WorkerSet(2), (running(), waiting("InvalidImageName", "couldn't parse image name \"Trainer\""))),
+     "Failed", [condition("Failed", "True", "ImagePull")], [Action("scale_workers", 0)]),
+    ("a missing Secret fails at once", TWO_NODES, {"phase": "Pending"},
+     Observed(NOW, WorkerSet(2), (waiting("CreateContainerConfigError", 'secret "hf" not found', "demo-worker-0"),
+                                  waiting("ContainerCreating", ""))),
+     "Failed", [condition("Failed", "True", "ContainerConfig")], [Action("scale_workers", 0)]),
+    ("no node has a free GPU", TWO_NODES, {"phase": "Pending"}, Observed(NOW, WorkerSet(2), (running(), unschedulable())),
+     "Initializing", [condition("Running", "False", "Unschedulable")], [Action("scale_workers", 2)]),
+    ("the output claim does not bind", {}, {"phase": "Pending"},
+     Observed(NOW, WorkerSet(1), (unschedulable("0/3 nodes: pod has unbound immediate PersistentVolumeClaims"),),
+              claim_pending="persistentvolumeclaim demo-output is Pending (not bound to a volume)"),
+     "Pending", [condition("Running", "False", "Unschedulable")], []),
+    ("unscheduled past schedulingTimeoutSeconds fails", {"runPolicy": {"schedulingTimeoutSeconds": 600}, **TWO_NODES},
+     {"phase": "Initializing", "startTime": ago(900), "conditions": [
+         holds("Running", "False", "Unschedulable", ago(601), "demo-worker-1: 0/12 nodes are available")]},
+     Observed(NOW, WorkerSet(2), (running(), unschedulable())),
+     "Failed", [condition("Failed", "True", "Unschedulable")], [Action("scale_workers", 0)]),
+    ("within schedulingTimeoutSeconds it waits", {"runPolicy": {"schedulingTimeoutSeconds": 600}, **TWO_NODES},
+     {"phase": "Initializing", "startTime": ago(900), "conditions": [
+         holds("Running", "False", "Unschedulable", ago(599), "demo-worker-1: 0/12 nodes are available")]},
+     Observed(NOW, WorkerSet(2), (running(), unschedulable())), "Initializing", [], []),
+    # --- the restart budget ---
+    ("restarts add up across a recreated pod", {"runPolicy": {"backoffLimit": 2}},
+     {"phase": "Training", "workers": {"restarts": 2, "seen": {"uid-old": {"restarts": 2}}}},
+     Observed(NOW, WorkerSet(1), (crashing(1, "boom", uid="uid-new"),)),
+     "Failed", [condition("Failed", "True", "BackoffLimitExceeded")], []),
+    ("an eviction does not use the backoff budget", {"runPolicy": {"backoffLimit": 0}, **TWO_NODES},
+     {"phase": "Training", "workers": {"restarts": 0}},
+     Observed(NOW, WorkerSet(2, 1), (running(), WorkerPod("demo-worker-1", uid="uid-1", disrupted=True))),
+     "Initializing", [], [Action("scale_workers", 2)]),
+    ("evictions past maxDisruptions fail", {"runPolicy": {"maxDisruptions": 1}, **TWO_NODES},
+     {"phase": "Training", "workers": {"disruptions": 1}},
+     Observed(NOW, WorkerSet(2, 1), (running(), WorkerPod("demo-worker-1", uid="uid-1", disrupted=True))),
+     "Failed", [condition("Failed", "True", "TooManyDisruptions")], []),
+    ("a first out-of-memory is retried", {}, {"phase": "Training"},
+     Observed(NOW, WorkerSet(1), (crashing(1, report("OutOfMemory", "CUDA out of memory")),)),
+     "Pending", [condition("Restarting", "True", "WorkerRestarting")], [Action("scale_workers", 1)]),
+    ("a second out-of-memory fails with what to lower", {}, {"phase": "Training", "workers": {
+        "restarts": 1, "outOfMemory": 1, "seen": {"uid-demo-worker-0": {"restarts": 1}}}},
+     Observed(NOW, WorkerSet(1), (crashing(2, "", reason="OOMKilled"),)),
+     "Failed", [condition("Failed", "True", "OutOfMemory")], [Action("scale_workers", 0)]),
+    ("a rendezvous timeout is named when the budget runs out", {"runPolicy": {"backoffLimit": 0}}, {"phase": "Pending"},
+     Observed(NOW, WorkerSet(1), (crashing(1, report("RendezvousTimeout", "RendezvousTimeoutError")),)),
+     "Failed", [condition("Failed", "True", "BackoffLimitExceeded")], []),
+    ("a collective timeout is named when the budget runs out", {"runPolicy": {"backoffLimit": 0}},
+     {"phase": "Training"}, Observed(NOW, WorkerSet(1), (crashing(1, "Watchdog caught collective operation timeout"),)),
+     "Failed", [condition("Failed", "True", "BackoffLimitExceeded")], []),
+    # --- the stall watchdog ---
+    ("a step that does not move restarts the workers", TWO_NODES, training_for(2000, 1800),
+     Observed(NOW, **stalled_pods()), "Training", [condition("Stalled", "True", "NoProgress")],
+     [Action("restart_workers")]),
+    ("a step that moves is progress", TWO_NODES, training_for(2000, 1800),
+     Observed(NOW, **stalled_pods(step=41)), "Training", [], []),
+    ("a checkpoint save gets twice the deadline", TWO_NODES, training_for(4000, 1800),
+     Observed(NOW, **stalled_pods(phase="checkpointing")), "Training", [], []),
+    ("no first step within startupDeadlineSeconds", TWO_NODES, training_for(3600),
+     Observed(NOW, WorkerSet(2, 2), (running(), running("demo-worker-1"))), "Training",
+     [condition("Stalled", "True", "NoProgress")], [Action("restart_workers")]),
+    ("stalls past backoffLimit fail", {"runPolicy": {"backoffLimit": 1}, **TWO_NODES},
+     training_for(2000, 1800, restarts=1), Observed(NOW, **stalled_pods()),
+     "Failed", [condition("Failed", "True", "Stalled")], [Action("scale_workers", 0)]),
+    ("progressDeadlineSeconds 0 turns the watchdog off", {"runPolicy": {"progressDeadlineSeconds": 0}, **TWO_NODES},
+     training_for(90000, 90000), Observed(NOW, **stalled_pods()), "Training", [], []),
+    ("an evaluator that cannot pull its image says so", {}, {"phase": "Evaluating", "conditions": [
+        holds("Trained", "True", "TrainingSucceeded", ago(5))]},
+     Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(pod=waiting("ErrImagePull", "not found", "demo-eval-x"))),
+     "Evaluating", [condition("Evaluated", "False", "ErrImagePull")], [Action("ensure_evaluation_job")]),
 ]
 
 
@@ -167,13 +272,15 @@ def test_invalid_spec_fails_with_the_field_and_creates_nothing():
     assert decision.actions == []
 
 
-def test_failure_keeps_the_workers_last_words_in_condition_and_event():
+def test_failure_keeps_the_workers_last_words_in_status_and_event():
     logs = "Traceback ...\nRuntimeError: NCCL timeout"
     decision = decide(parse_job(with_spec(runPolicy={"backoffLimit": 0})), [], {"phase": "Training"},
                       Observed(NOW, WorkerSet(1), (crashing(1, logs),)))
     failed = next(c for c in decision.status["conditions"] if c["type"] == "Failed")
-    assert logs in failed["message"]
-    assert decision.events[0].type == "Warning" and logs in decision.events[0].message
+    assert failed["message"] == "1 worker restarts exceed backoffLimit 0: CollectiveTimeout: RuntimeError: NCCL timeout"
+    assert decision.status["failure"] == {"reason": "BackoffLimitExceeded", "message": failed["message"],
+                                          "worker": "demo-worker-0", "exitCode": 1, "lastLogs": logs}
+    assert decision.events[0].type == "Warning" and "NCCL timeout" in decision.events[0].message
 
 
 def test_evaluation_results_land_in_status_with_base_and_delta():
@@ -194,8 +301,8 @@ def test_progress_is_mirrored_with_a_display_and_a_checkpoint_event():
     first = decide(parse_job(with_spec()), [], {"phase": "Training"},
                    Observed(NOW, WorkerSet(1), (running(),), progress=progress))
     assert first.status["progress"] == {"step": 50, "totalSteps": 200, "loss": 1.25, "tokensPerSecond": 900.0,
-                                        "etaSeconds": 30.0, "display": "50/200 (25%)",
-                                        "lastCheckpoint": "checkpoint-50"}
+                                        "etaSeconds": 30.0, "display": "50/200 (25%)", "phase": "training",
+                                        "lastCheckpoint": "checkpoint-50", "lastStepTime": ago(0)}
     assert [e.reason for e in first.events] == ["Checkpoint"]
     again = decide(parse_job(with_spec()), [], first.status,
                    Observed(NOW, WorkerSet(1), (running(),), progress=progress))
@@ -218,7 +325,63 @@ def test_every_phase_and_condition_type_is_reached_by_the_table():
         phases.add(decision.phase)
         kinds |= {c["type"] for c in decision.status["conditions"]}
     assert phases == {"Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"}
-    assert kinds == {"Created", "Running", "Restarting", "Suspended", "Trained", "Evaluated", "Succeeded", "Failed"}
+    assert kinds == {"Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "Succeeded",
+                     "Failed"}
+
+
+def test_every_failure_class_is_reached_by_the_table():
+    reached = set()
+    for _, spec, status, observed, *_ in TABLE:
+        failure = decide(parse_job(with_spec(**spec)), [], status, observed).status.get("failure")
+        if failure:
+            reached.add(failure["reason"])
+            reached |= {cls for cls in FAILURE_CLASSES if f": {cls}: " in failure["message"]}
+    reached.add(decide(None, ["spec: bad"], {}, Observed(NOW)).status["failure"]["reason"])
+    assert reached >= set(FAILURE_CLASSES) - {"Crashed"}
+
+
+def test_a_waiting_reason_is_one_warning_event_per_change():
+    job, pods = parse_job(with_spec(**TWO_NODES)), (running(), unschedulable())
+    first = decide(job, [], {"phase": "Pending"}, Observed(NOW, WorkerSet(2), pods))
+    again = decide(job, [], first.status, Observed(NOW, WorkerSet(2), pods))
+    other = decide(job, [], again.status, Observed(NOW, WorkerSet(2), (running(), waiting("ErrImagePull", "no"))))
+    assert [(e.type, e.reason) for e in first.events] == [("Normal", "Initializing"), ("Warning", "Unschedulable")]
+    assert "Insufficient nvidia.com/gpu" in first.events[1].message
+    assert again.events == []
+    assert [(e.type, e.reason) for e in other.events] == [("Warning", "ErrImagePull")]
+
+
+def test_each_restart_is_an_event_naming_its_reason():
+    pod = crashing(1, report("OutOfMemory", "CUDA out of memory. Tried to allocate 2.00 GiB"))
+    decision = decide(parse_job(with_spec()), [], {"phase": "Training"}, Observed(NOW, WorkerSet(1), (pod,)))
+    (restart,) = [e for e in decision.events if e.reason == "WorkerRestarted"]
+    assert restart.type == "Warning" and "demo-worker-0 restarted after OutOfMemory (exit code 1)" in restart.message
+    assert "1 of backoffLimit 3" in restart.message
+    workers = decision.status["workers"]
+    assert (workers["restarts"], workers["outOfMemory"]) == (1, 1)
+    again = decide(parse_job(with_spec()), [], decision.status, Observed(NOW, WorkerSet(1), (pod,)))
+    assert again.status["workers"]["restarts"] == 1 and not [e for e in again.events if e.reason == "WorkerRestarted"]
+
+
+def test_an_out_of_memory_failure_says_what_to_lower_and_keeps_the_logs():
+    pod = crashing(2, report("OutOfMemory", "CUDA out of memory"))
+    status = {"phase": "Training", "workers": {"restarts": 1, "outOfMemory": 1,
+                                               "seen": {"uid-demo-worker-0": {"restarts": 1}}}}
+    failure = decide(parse_job(with_spec()), [], status, Observed(NOW, WorkerSet(1), (pod,))).status["failure"]
+    assert failure["reason"] == "OutOfMemory" and "per_device_train_batch_size" in failure["message"]
+    assert failure["worker"] == "demo-worker-0" and failure["lastLogs"].endswith("CUDA out of memory")
+
+
+def test_the_watchdog_restart_is_counted_once_and_cleared_by_the_next_step():
+    job = parse_job(with_spec(**TWO_NODES))
+    stalled = decide(job, [], training_for(2000, 1800), Observed(NOW, **stalled_pods()))
+    assert stalled.status["workers"]["restarts"] == 1 and stalled.status["workers"]["restartedAt"] == ago(0)
+    assert any(e.reason == "Stalled" and "step 40 did not advance for 1800 s" in e.message for e in stalled.events)
+    # The old pods still run a moment later: no second restart until the watchdog's clock runs out again.
+    later = decide(job, [], stalled.status, Observed(NOW + timedelta(seconds=30), **stalled_pods()))
+    assert Action("restart_workers") not in later.actions and later.status["workers"]["restarts"] == 1
+    moved = decide(job, [], later.status, Observed(NOW + timedelta(seconds=60), **stalled_pods(step=41)))
+    assert next(c for c in moved.status["conditions"] if c["type"] == "Stalled")["status"] == "False"
 
 
 def test_pods_and_jobs_are_read_from_kubernetes_objects():
@@ -232,5 +395,6 @@ def test_pods_and_jobs_are_read_from_kubernetes_objects():
     job = {"status": {"conditions": [{"type": "Complete", "status": "True"}]}}
     eval_pod = {"metadata": {"name": "demo-eval-x"}, "status": {"containerStatuses": [{
         "name": "evaluator", "state": {"terminated": {"exitCode": 0, "message": EVAL_SUMMARY}}}]}}
-    assert evaluation_run(job, [eval_pod]) == EvaluationRun(succeeded=True, message=EVAL_SUMMARY)
+    run = evaluation_run(job, [eval_pod])
+    assert (run.succeeded, run.failed, run.message, run.pod.name) == (True, False, EVAL_SUMMARY, "demo-eval-x")
     assert evaluation_run(None, []) is None

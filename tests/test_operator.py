@@ -3,6 +3,7 @@ driven by writing pod and Job states the way the kubelet and Job controller woul
 
 import copy
 import logging
+import time
 from pathlib import Path
 
 import pytest
@@ -72,16 +73,19 @@ def container_status(state="running", exit_code=None, message="", restarts=0, la
         status["state"] = {"terminated": {"exitCode": exit_code, "message": message, "reason": "Error"}}
     elif state == "crashloop":
         status["state"] = {"waiting": {"reason": "CrashLoopBackOff"}}
+    else:  # a kubelet waiting reason, such as ImagePullBackOff
+        status["state"] = {"waiting": {"reason": state, "message": message}}
     if last is not None:
         status["lastState"] = {"terminated": {"exitCode": last[0], "message": last[1], "reason": "Error"}}
     return status
 
 
-def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None):
-    """Write a worker pod the way the StatefulSet controller and kubelet would."""
+def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None, conditions=()):
+    """Write a worker pod the way the StatefulSet controller and kubelet (or the scheduler) would."""
     name = f"{job}-worker-{ordinal}"
     template = harness.cluster.stateful_set(NS, f"{job}-worker")["spec"]["template"]
-    pod_status = {"phase": "Running", "containerStatuses": [status]}
+    pod_status = {"phase": "Running" if status else "Pending", "containerStatuses": [status] if status else [],
+                  "conditions": list(conditions)}
     if pod_ip:
         pod_status["podIP"] = pod_ip
     core = harness.cluster.core
@@ -205,6 +209,53 @@ def test_restarts_beyond_backoff_limit_fail_the_job_with_the_last_logs(harness):
     wait_phase(harness, "Failed")
     failed = condition(harness, "Failed")
     assert failed["reason"] == "BackoffLimitExceeded" and "OOMKilled" in failed["message"]
+
+
+def test_a_worker_that_cannot_pull_its_image_says_so_once(harness):
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2}))
+    wait_phase(harness, "Pending")
+    set_worker_pod(harness, 0, container_status("running"))
+    message = 'Back-off pulling image "registry.example/trainer:9"'
+    set_worker_pod(harness, 1, container_status("ImagePullBackOff", message=message))
+    eventually(lambda: condition(harness, "Running")["reason"] == "ImagePullBackOff", what="the reason")
+    assert condition(harness, "Running")["message"] == f"demo-worker-1: {message}"
+    time.sleep(1.5)  # several resyncs
+    warnings = [event for event in events_of(harness) if event[1] == "ImagePullBackOff"]
+    assert warnings == [("Warning", "ImagePullBackOff", f"demo-worker-1: {message}")]
+
+
+def test_unschedulable_workers_fail_after_the_scheduling_timeout(harness):
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2}, runPolicy={"schedulingTimeoutSeconds": 2}))
+    wait_phase(harness, "Pending")
+    set_worker_pod(harness, 0, container_status("running"))
+    scheduler = "0/12 nodes are available: 12 Insufficient nvidia.com/gpu."
+    set_worker_pod(harness, 1, None, conditions=[{"type": "PodScheduled", "status": "False",
+                                                  "reason": "Unschedulable", "message": scheduler}])
+    eventually(lambda: condition(harness, "Running")["reason"] == "Unschedulable", what="the reason")
+    wait_phase(harness, "Failed", timeout=20)
+    failure = get_job(harness)["status"]["failure"]
+    assert failure["reason"] == "Unschedulable" and scheduler in failure["message"]
+    assert "schedulingTimeoutSeconds (2)" in failure["message"]
+    eventually(lambda: replicas(harness) == 0, what="scaled to zero")
+
+
+def test_a_recreated_worker_pod_does_not_reset_the_restart_count(harness):
+    harness.start_operator()
+    create_job(harness, job_document(runPolicy={"backoffLimit": 3}))
+    wait_phase(harness, "Pending")
+    set_worker_pod(harness, 0, container_status("crashloop", restarts=2, last=(1, "boom")))
+    eventually(lambda: get_job(harness)["status"]["workers"]["restarts"] == 2, what="two restarts")
+    harness.cluster.core.delete_namespaced_pod("demo-worker-0", NS)  # node lost: a new pod, restartCount 0
+    set_worker_pod(harness, 0, container_status("running"))
+    wait_phase(harness, "Training")
+    assert get_job(harness)["status"]["workers"]["restarts"] == 2
+    set_worker_pod(harness, 0, container_status("crashloop", restarts=2, last=(1, "boom")))
+    wait_phase(harness, "Failed")
+    failure = get_job(harness)["status"]["failure"]
+    assert failure["reason"] == "BackoffLimitExceeded" and failure["message"].startswith("4 worker restarts")
+    assert failure["worker"] == "demo-worker-0"
 
 
 def test_suspend_scales_to_zero_and_resume_scales_back(harness):

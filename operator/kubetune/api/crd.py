@@ -34,6 +34,8 @@ PRINTER_COLUMNS = [
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress.display"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
+    # Why workers do not run (image pull, scheduling, claim), or why the job failed.
+    {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Running")].reason'},
     {"name": "Nodes", "type": "integer", "jsonPath": ".spec.resources.nodes", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

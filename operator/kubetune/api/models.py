@@ -34,7 +34,8 @@ from ..contract.formats import FORMAT_NAMES
 from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_METHODS
 from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
 from ..contract.pod import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
-from ..contract.progress import TrainingNumbers
+from ..contract.failure import FAILURE_CLASSES, FailureClass
+from ..contract.progress import TrainingNumbers, TrainingPhase
 from ..contract.sources import SOURCE_DESCRIPTION, SOURCE_PATTERN
 from .kube_schemas import kube_type
 
@@ -378,7 +379,9 @@ class EvaluationSpec(KubeModel):
 
 
 class RunPolicySpec(KubeModel):
-    backoff_limit: int = Field(3, ge=0, description="Worker restarts tolerated before the job fails.")
+    backoff_limit: int = Field(
+        3, ge=0, description="Worker restarts tolerated before the job fails: every container restart of every worker "
+        "pod, across recreated pods, and every restart of the stall watchdog. Evictions do not count.")
     active_deadline_seconds: Optional[int] = Field(
         None, ge=1, description="Seconds from start after which the job fails, wherever it is."
     )
@@ -386,6 +389,18 @@ class RunPolicySpec(KubeModel):
         None, ge=0, description="Delete the job (and what it created) this many seconds after it finishes."
     )
     suspend: bool = Field(False, description="Scale the workers to zero; clearing it resumes from the last checkpoint.")
+    scheduling_timeout_seconds: Optional[int] = Field(
+        None, ge=1, description="Fail the job when its workers have not all started this long after they were "
+        "created (unschedulable, an image that cannot be pulled, a claim that does not bind), with the last reason.")
+    progress_deadline_seconds: int = Field(
+        1800, ge=0, description="Restart the workers when rank 0's step has not advanced for this long (twice this "
+        "while it saves a checkpoint or evaluates), counting against backoffLimit; 0 turns the watchdog off.")
+    startup_deadline_seconds: int = Field(
+        3600, ge=0, description="Time allowed from the workers starting to the first training step (loading the "
+        "model and data) before the watchdog restarts them; 0 allows any time.")
+    max_disruptions: int = Field(
+        10, ge=0, description="Evictions and preemptions of worker pods tolerated before the job fails; they do not "
+        "count against backoffLimit.")
 
 
 class SecretKeyRef(KubeModel):
@@ -485,7 +500,8 @@ class StatusModel(KubeModel):
 class Condition(StatusModel):
     """metav1.Condition."""
 
-    type: str = Field(description="Created, Running, Restarting, Suspended, Trained, Evaluated, Succeeded or Failed.")
+    type: str = Field(
+        description="Created, Running, Restarting, Stalled, Suspended, Trained, Evaluated, Succeeded or Failed.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
                         description="Why, in one CamelCase word.")
@@ -495,14 +511,35 @@ class Condition(StatusModel):
 
 
 class ProgressStatus(TrainingNumbers, StatusModel):
+    phase: Optional[TrainingPhase] = Field(None, description="What rank 0 reported it was doing.")
     display: Optional[str] = Field(None, description="step/total (percent), for kubectl get.")
     last_checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved.")
+    last_step_time: Optional[str] = Field(None, description="When the reported step last changed.")
+
+
+class SeenPod(StatusModel):
+    restarts: int = Field(0, description="The pod's restartCount when last counted.")
+    disrupted: bool = Field(False, description="The pod's eviction or preemption was counted.")
 
 
 class WorkersStatus(StatusModel):
     desired: int = Field(0, description="Worker pods the job should run now.")
     ready: int = Field(0, description="Worker pods running.")
-    restarts: int = Field(0, description="Container restarts of the current worker pods.")
+    restarts: int = Field(
+        0, description="Every worker restart seen so far, across recreated pods, with the stall watchdog's.")
+    disruptions: int = Field(0, description="Worker pods evicted or preempted so far.")
+    out_of_memory: int = Field(0, description="Worker restarts that followed an out-of-memory failure.")
+    restarted_at: Optional[str] = Field(None, description="When the stall watchdog last restarted the workers.")
+    seen: dict[str, SeenPod] = Field(
+        default_factory=dict, description="Bookkeeping for the counts above: the current worker pods, by uid.")
+
+
+class FailureStatus(StatusModel):
+    reason: FailureClass = Field(description="The failure class: " + ", ".join(FAILURE_CLASSES) + ".")
+    message: str = Field(description="What happened, and for some classes what to change.")
+    worker: Optional[str] = Field(None, description="The pod that failed, when one did.")
+    exit_code: Optional[int] = Field(None, description="Its container's exit code.")
+    last_logs: Optional[str] = Field(None, description="The last lines of its output (at most 50).")
 
 
 class EvaluationStatus(StatusModel):
@@ -519,6 +556,7 @@ class OutputStatus(StatusModel):
 
 class FineTuneJobStatus(StatusModel):
     phase: Optional[Phase] = Field(None, description="Where the job is: " + ", ".join(PHASES) + ".")
+    failure: Optional[FailureStatus] = Field(None, description="Why the job failed.")
     conditions: list[Condition] = Field(default_factory=list, description="metav1.Conditions, positive polarity.")
     progress: Optional[ProgressStatus] = Field(None, description="Training progress, as rank 0 reports it.")
     workers: Optional[WorkersStatus] = Field(None, description="Worker pods.")

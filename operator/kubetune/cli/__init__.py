@@ -184,10 +184,10 @@ def run(file: str, job_name: Optional[str], run_dir: Optional[str]) -> None:
         sys.exit(130)
     console.print(summary_table(decision, local.completion(), local.model_dir, time.monotonic() - started,
                                 display.first_step_seconds))
-    if decision.phase != "Succeeded":
-        logs = local.cluster.failed_worker_logs()
-        if logs:
-            console.print(f"last lines of the failed worker:\n{logs}", markup=False)
+    failure = decision.status.failure
+    logs = (failure.last_logs if failure else None) or (local.cluster.failed_worker_logs() if failure else "")
+    if logs:
+        console.print(f"last lines of {failure.worker or 'the failed pod'}:\n{logs}", markup=False)
     sys.exit(0 if decision.phase == "Succeeded" else 1)
 
 

@@ -8,9 +8,7 @@ from typing import Optional
 from pydantic import ConfigDict, Field, model_validator
 
 from .document import Document
-
-# Kubernetes keeps at most 4096 bytes of a termination message.
-TERMINATION_MESSAGE_LIMIT = 4000
+from .pod import TERMINATION_MESSAGE_LIMIT
 
 
 class MetricValue(Document):

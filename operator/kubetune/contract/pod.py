@@ -28,6 +28,8 @@ EXIT_SUCCESS = 0
 # termination message file.
 EXIT_PERMANENT = 3
 # Anything else (crash, OOM kill, lost peer) is retryable.
+# Kubernetes keeps at most 4096 bytes of a container's termination message.
+TERMINATION_MESSAGE_LIMIT = 4000
 
 # --- env ---------------------------------------------------------------------------------
 

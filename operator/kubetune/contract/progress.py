@@ -23,10 +23,16 @@ class TrainingNumbers(Document):
     eta_seconds: Optional[float] = Field(None, description="Estimated seconds until training ends.")
 
 
+# What rank 0 is doing. A checkpoint save or an evaluation during training may take a while
+# without a step: the stall watchdog gives them more time.
+TrainingPhase = Literal["starting", "training", "checkpointing", "evaluating", "saving", "succeeded"]
+BUSY_PHASES = ("checkpointing", "evaluating", "saving")
+
+
 class Progress(TrainingNumbers):
     # A newer trainer image may report more than this operator reads.
     model_config = ConfigDict(extra="ignore")
 
-    phase: Literal["starting", "training", "saving", "succeeded"] = "starting"
+    phase: TrainingPhase = "starting"
     progress: Optional[float] = Field(None, description="step / totalSteps.")
     checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved, e.g. checkpoint-50.")

@@ -46,6 +46,9 @@ class Cluster:
     def stateful_set(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
         return self._read(self.apps.read_namespaced_stateful_set, name, namespace)
 
+    def claim(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self._read(self.core.read_namespaced_persistent_volume_claim, name, namespace)
+
     def batch_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
         return self._read(self.batch.read_namespaced_job, name, namespace)
 
@@ -86,6 +89,16 @@ class Cluster:
                 return False
             raise
         return True
+
+    def delete_pods(self, namespace: str, job_name: str, role: str) -> None:
+        """Delete a job's pods of one role; their controller creates them anew."""
+        for pod in self.pods(namespace, job_name, role):
+            try:
+                self.core.delete_namespaced_pod(pod["metadata"]["name"], namespace, _preload_content=False,
+                                                _request_timeout=self.timeout)
+            except ApiException as error:
+                if error.status != 404:
+                    raise
 
     def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         self.apps.patch_namespaced_stateful_set(name, namespace, patch, _preload_content=False,

@@ -12,9 +12,19 @@ from .. import contract
 from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..api.validation import InvalidJob, parse_job
 from ..contract.progress import PROGRESS_PATH, Progress
-from ..lifecycle import Decision, Observed, decide, evaluation_run, reads_progress, worker_pod, worker_set
+from ..lifecycle import (
+    Decision,
+    Observed,
+    claim_pending,
+    decide,
+    evaluation_run,
+    reads_claim,
+    reads_progress,
+    worker_pod,
+    worker_set,
+)
 from ..lifecycle.conditions import seconds_since
-from ..render import RenderSettings, render_job, upstream_jobs
+from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
 from .cluster import Cluster
@@ -62,10 +72,11 @@ def read_status(body: dict[str, Any]) -> FineTuneJobStatus:
 
 
 def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Optional[FineTuneJobStatus]],
-            training: bool) -> Observed:
+            status: FineTuneJobStatus) -> Observed:
     cluster, namespace, name = context.cluster, job.metadata.namespace, job.metadata.name
     pods = cluster.pods(namespace, name, "worker")
     evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
+    claim = cluster.claim(namespace, output_location(job).claim_name) if reads_claim(status) else None
     return Observed(
         now=context.clock(),
         workers=worker_set(cluster.stateful_set(namespace, worker_set_name(name))),
@@ -73,7 +84,8 @@ def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Opti
         evaluation=evaluation_run(evaluation, cluster.pods(namespace, name, "evaluator") if evaluation else []),
         upstream={upstream_name: status.phase if status is not None else None
                   for upstream_name, status in upstream.items()},
-        progress=read_progress(pods, context.progress_timeout) if training else None,
+        progress=read_progress(pods, context.progress_timeout) if reads_progress(status) else None,
+        claim_pending=claim_pending(claim),
     )
 
 
@@ -101,6 +113,8 @@ def apply(context: OperatorContext, job: FineTuneJob, decision: Decision,
             if current and current["spec"].get("replicas") != action.replicas:
                 cluster.patch_stateful_set(namespace, worker_set_name(job.metadata.name),
                                            {"spec": {"replicas": action.replicas}})
+        elif action.kind == "restart_workers":
+            cluster.delete_pods(namespace, job.metadata.name, "worker")
         elif action.kind == "delete_job":
             cluster.delete_job(namespace, job.metadata.name)
 
@@ -129,7 +143,7 @@ def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, n
     except InvalidJob as error:
         job, problems = None, [str(problem) for problem in error.problems]
     upstream = upstream_statuses(context, job) if job else {}
-    observed = observe(context, job, upstream, reads_progress(status)) if job else Observed(now=context.clock())
+    observed = observe(context, job, upstream, status) if job else Observed(now=context.clock())
     decision = decide(job, problems, status, observed, body["metadata"].get("generation"))
     if job is not None:
         apply(context, job, decision, upstream)

@@ -7,7 +7,8 @@ from typing import Optional
 
 from ..api.models import Condition
 
-CONDITION_TYPES = ["Created", "Running", "Restarting", "Suspended", "Trained", "Evaluated", "Succeeded", "Failed"]
+CONDITION_TYPES = ["Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "Succeeded",
+                   "Failed"]
 MAX_MESSAGE = 32768  # metav1.Condition's limit
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%SZ"

@@ -2,18 +2,23 @@
 
 Rules are checked in order; the first that applies sets the phase:
 
-  invalid spec            -> Failed (InvalidSpec), nothing created
-  already Succeeded/Failed-> stays; workers kept at zero; TTL deletes the job
-  upstream job:// pending -> Pending (WaitingForUpstream); upstream failed -> Failed
-  deadline passed         -> Failed (DeadlineExceeded)
-  exit code 3 in a worker -> Failed (PermanentError) with its termination message
-  a worker exited 0       -> Trained; workers to zero; evaluation Job; Evaluating -> Succeeded
-  restarts > backoffLimit -> Failed (BackoffLimitExceeded)
-  suspend                 -> Suspended; workers to zero
-  otherwise               -> training objects ensured, workers at spec.resources.nodes;
-                             Pending / Initializing / Training by how many workers run
+  invalid spec             -> Failed (InvalidSpec), nothing created
+  already Succeeded/Failed -> stays; workers kept at zero; TTL deletes the job
+  upstream job:// pending  -> Pending (WaitingForUpstream); upstream failed -> Failed
+  deadline passed          -> Failed (DeadlineExceeded)
+  exit code 3 in a worker  -> Failed (PermanentError) with its message
+  a worker exited 0        -> Trained; workers to zero; evaluation Job; Evaluating -> Succeeded
+  too many evictions       -> Failed (TooManyDisruptions)
+  a second out-of-memory   -> Failed (OutOfMemory), with what to lower
+  restarts > backoffLimit  -> Failed (BackoffLimitExceeded)
+  suspend                  -> Suspended; workers to zero
+  otherwise                -> training objects ensured, workers at spec.resources.nodes;
+                              Pending / Initializing / Training by how many workers run, with
+                              why the others do not (failing at once when no wait can fix it,
+                              or after schedulingTimeoutSeconds), and the stall watchdog
 
-Status goes in and comes out as the typed status models the CRD is generated from.
+Every restart counts, across recreated pods (status.workers). Status goes in and comes out as
+the typed status models the CRD is generated from.
 """
 
 from __future__ import annotations
@@ -25,18 +30,23 @@ from .. import contract
 from ..api.models import (
     TERMINAL_PHASES,
     EvaluationStatus,
+    FailureStatus,
     FineTuneJob,
     FineTuneJobStatus,
     ProgressStatus,
-    WorkersStatus,
 )
 from ..contract.evaluation import EvaluationSummary
+from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
 from ..contract.progress import Progress, TrainingNumbers
 from ..render.sources import output_location
 from .conditions import find, is_true, seconds_since, set_condition, timestamp
-from .observed import Observed, Termination
+from .failures import failure, report_of
+from .observed import Observed, Termination, WorkerPod
+from .watchdog import stall
+from .workers import Waiting, count_workers, restart_message, waiting
 
-ActionKind = Literal["ensure_training_objects", "scale_workers", "ensure_evaluation_job", "delete_job"]
+ActionKind = Literal["ensure_training_objects", "scale_workers", "restart_workers", "ensure_evaluation_job",
+                     "delete_job"]
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,11 @@ class Decision:
 def reads_progress(status: FineTuneJobStatus) -> bool:
     """Whether rank 0's /progress is worth reading: only while workers train."""
     return status.phase in ("Training", "Initializing")
+
+
+def reads_claim(status: FineTuneJobStatus) -> bool:
+    """Whether the output claim's phase is worth reading: only until the workers first ran."""
+    return status.phase in (None, "Pending", "Initializing") and not status.progress
 
 
 class _Next:
@@ -103,9 +118,17 @@ class _Next:
             self.status.completion_time = timestamp(self.now)
         return Decision(phase, self.status, self.actions, self.events)
 
-    def fail(self, reason: str, message: str) -> Decision:
+    def warn_on_change(self, kind: str, value: bool, reason: str, message: str) -> None:
+        """Set a condition; a Warning Event when its reason or message changed."""
+        old = find(self.status.conditions, kind)
+        if not old or (old.reason, old.message) != (reason, message):
+            self.events.append(Event("Warning", reason, message))
+        self.condition(kind, value, reason, message)
+
+    def fail(self, reason: str, message: str, details: Optional[FailureStatus] = None) -> Decision:
         self.condition("Failed", True, reason, message)
         self.condition("Running", False, reason)
+        self.status.failure = details or FailureStatus(reason=reason, message=message)
         self.actions.append(Action("scale_workers", 0))
         return self.finish("Failed")
 
@@ -119,18 +142,20 @@ def decide(
 ) -> Decision:
     state = _Next(status, observed, generation)
     if problems or job is None:
-        state.condition("Failed", True, "InvalidSpec", "; ".join(problems) or "the spec cannot be read")
-        return state.finish("Failed")
+        message = "; ".join(problems) or "the spec cannot be read"
+        state.condition("Failed", True, "InvalidSpec", message)
+        state.status.failure = FailureStatus(reason="InvalidSpec", message=message)
+        return state.finish("Failed")  # nothing was created, nothing to scale
     if state.status.output is None:
         state.status.output = output_location(job).to_status()
     if state.status.phase in TERMINAL_PHASES:
         return _finished(job, state, observed)
+    run_policy = job.spec.run_policy
     state.status.progress = _progress(state.status.progress, observed.progress, state)
-    state.status.workers = WorkersStatus(
-        desired=job.spec.desired_workers(),
-        ready=sum(pod.running for pod in observed.pods),
-        restarts=sum(pod.restarts for pod in observed.pods),
-    )
+    state.status.workers, restarts = count_workers(state.status.workers, observed, job.spec.desired_workers())
+    state.events += [Event("Warning", "WorkerRestarted", restart_message(r, state.status.workers,
+                                                                             run_policy.backoff_limit))
+                     for r in restarts]
 
     for name, phase in sorted(observed.upstream.items()):
         if phase == "Failed":
@@ -141,23 +166,44 @@ def decide(
 
     if not state.status.start_time:
         state.status.start_time = timestamp(observed.now)
-    run_policy = job.spec.run_policy
     deadline = run_policy.active_deadline_seconds
     if deadline and not run_policy.suspend and seconds_since(state.status.start_time, observed.now) >= deadline:
         return state.fail("DeadlineExceeded", f"the job ran longer than activeDeadlineSeconds ({deadline})")
     permanent = _first_termination(observed, lambda t: t.exit_code == contract.EXIT_PERMANENT)
     if permanent:
-        return state.fail("PermanentError", permanent.message or "a worker exited with the permanent error code")
-    # Before the backoff check: workers restart after success too, and each restart counts.
+        return _fail_with(state, "PermanentError", None, *permanent)
+    # Before the restart checks: workers restart after success too, and each restart counts.
     if state.holds("Trained") or _first_termination(observed, lambda t: t.exit_code == 0):
         return _after_training(job, state, observed)
-    restarts = state.status.workers.restarts
-    if restarts > run_policy.backoff_limit:
-        last = _first_termination(observed, lambda t: t.exit_code != 0)
-        detail = f": {last.message}" if last and last.message else ""
-        return state.fail("BackoffLimitExceeded",
-                          f"{restarts} worker restarts exceed backoffLimit {run_policy.backoff_limit}{detail}")
-    if run_policy.suspend:
+    return _restart_budget(job, state, observed) or _running(job, state, observed)
+
+
+def _restart_budget(job: FineTuneJob, state: _Next, observed: Observed) -> Optional[Decision]:
+    workers, policy = state.status.workers, job.spec.run_policy
+    if workers.disruptions > policy.max_disruptions:
+        return state.fail("TooManyDisruptions", f"{workers.disruptions} worker evictions or preemptions exceed "
+                                                f"maxDisruptions {policy.max_disruptions}")
+    last = _first_termination(observed, lambda t: t.exit_code != 0)
+    if workers.out_of_memory >= 2:
+        oom = _first_termination(observed, lambda t: report_of(t).reason == "OutOfMemory") or last
+        return _fail_with(state, "OutOfMemory", f"a worker ran out of memory twice; {OUT_OF_MEMORY_HINT}", *oom)
+    if workers.restarts > policy.backoff_limit:
+        summary = f"{workers.restarts} worker restarts exceed backoffLimit {policy.backoff_limit}"
+        return _fail_with(state, "BackoffLimitExceeded", summary, *last) if last else \
+            state.fail("BackoffLimitExceeded", summary)
+    return None
+
+
+def _fail_with(state: _Next, reason: str, summary: Optional[str], pod: WorkerPod,
+               termination: Termination) -> Decision:
+    """Fail with what the pod that failed said, and its last log lines."""
+    report = report_of(termination)
+    message = report.message if summary is None else f"{summary}: {report.reason}: {report.message}"
+    return state.fail(reason, message, failure(reason, message, pod, termination, report))
+
+
+def _running(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
+    if job.spec.run_policy.suspend:
         state.condition("Suspended", True, "Suspended", "workers scaled to zero; clearing suspend resumes")
         state.condition("Running", False, "Suspended")
         state.actions += [Action("ensure_training_objects"), Action("scale_workers", 0)]
@@ -180,10 +226,57 @@ def _training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
     running = state.status.workers.ready
     if running >= nodes:
         state.condition("Running", True, "WorkersRunning", f"{running}/{nodes} workers running")
-        return state.finish("Training")
-    if state.holds("Running"):
+        return _watch(job, state, observed)
+    return _not_all_running(job, state, observed, bool(restarting))
+
+
+def _not_all_running(job: FineTuneJob, state: _Next, observed: Observed, restarting: bool) -> Decision:
+    running, nodes = state.status.workers.ready, job.spec.desired_workers()
+    why = waiting(observed.pods, observed.claim_pending)
+    if why and why.at_once:
+        return state.fail(why.failure, why.message)
+    if why:
+        state.warn_on_change("Running", False, why.reason, why.message)
+    elif state.holds("Running") or not restarting and find(state.status.conditions, "Running"):
         state.condition("Running", False, "WorkersNotRunning", f"{running}/{nodes} workers running")
+    timeout = job.spec.run_policy.scheduling_timeout_seconds
+    if timeout and not restarting and seconds_since(_not_running_since(state), observed.now) >= timeout:
+        return _unschedulable(state, why, f"{running}/{nodes} workers started within "
+                                          f"schedulingTimeoutSeconds ({timeout})")
     return state.finish("Initializing" if running else "Pending")
+
+
+def _not_running_since(state: _Next) -> str:
+    running = find(state.status.conditions, "Running")
+    return running.last_transition_time if running and running.status == "False" else state.status.start_time
+
+
+def _unschedulable(state: _Next, why: Optional[Waiting], summary: str) -> Decision:
+    if why is None:
+        return state.fail("Unschedulable", summary)
+    return state.fail(why.failure, f"{summary}: {why.reason}: {why.message}")
+
+
+def _watch(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
+    """Training with every worker running: the stall watchdog."""
+    workers, progress = state.status.workers, state.status.progress
+    running_since = find(state.status.conditions, "Running").last_transition_time
+    watching_since = max(running_since, workers.restarted_at or running_since)
+    if state.holds("Stalled") and progress and progress.last_step_time and progress.last_step_time > watching_since:
+        state.condition("Stalled", False, "Progressing", f"step {progress.step} reached after the restart")
+    stalled = stall(job.spec.run_policy, progress, watching_since, observed.now)
+    if stalled is None:
+        return state.finish("Training")
+    workers.restarts += 1
+    limit = job.spec.run_policy.backoff_limit
+    if workers.restarts > limit:
+        return state.fail("Stalled", f"{stalled}; {workers.restarts} restarts exceed backoffLimit {limit}")
+    workers.restarted_at = timestamp(observed.now)
+    state.condition("Stalled", True, "NoProgress", stalled)
+    state.events.append(Event("Warning", "Stalled", f"{stalled}; restarting the workers from the newest complete "
+                                                    f"checkpoint ({workers.restarts} of backoffLimit {limit})"))
+    state.actions.append(Action("restart_workers"))
+    return state.finish("Training")
 
 
 def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
@@ -201,10 +294,13 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
         return state.finish("Succeeded")
     evaluation = observed.evaluation
     if evaluation is None or not (evaluation.succeeded or evaluation.failed):
-        state.actions.append(Action("ensure_evaluation_job"))
-        return state.finish("Evaluating")
+        return _evaluating(state, evaluation)
     if evaluation.failed:
-        return state.fail("EvaluationFailed", evaluation.message or "the evaluation Job failed")
+        report = FailureReport.read(evaluation.message)
+        message = report.message if report else evaluation.message or "the evaluation Job failed"
+        return state.fail("EvaluationFailed", message, FailureStatus(
+            reason="EvaluationFailed", message=message, worker=evaluation.pod.name if evaluation.pod else None,
+            last_logs=(report.last_logs if report else evaluation.message) or None))
     summary = EvaluationSummary.read(evaluation.message)
     state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report)
     text = ", ".join(f"{name}={value.tuned:.4g}" for name, value in summary.metrics.items())
@@ -212,6 +308,16 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
     state.condition("Succeeded", True, "EvaluationSucceeded", text or "trained and evaluated")
     state.events.append(Event("Normal", "Evaluated", text or "evaluation finished"))
     return state.finish("Succeeded")
+
+
+def _evaluating(state: _Next, evaluation) -> Decision:
+    state.actions.append(Action("ensure_evaluation_job"))
+    why = waiting((evaluation.pod,), None) if evaluation and evaluation.pod else None
+    if why and why.at_once:
+        return state.fail(why.failure, why.message)
+    if why:
+        state.warn_on_change("Evaluated", False, why.reason, why.message)
+    return state.finish("Evaluating")
 
 
 def _finished(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
@@ -227,19 +333,22 @@ def _finished(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
 def _progress(old: Optional[ProgressStatus], reported: Optional[Progress], state: _Next) -> Optional[ProgressStatus]:
     if reported is None:
         return old
-    progress = ProgressStatus(**reported.model_dump(include=set(TrainingNumbers.model_fields)))
+    progress = ProgressStatus(**reported.model_dump(include=set(TrainingNumbers.model_fields) | {"phase"}))
     if progress.total_steps:
         progress.display = f"{progress.step}/{progress.total_steps} ({100 * progress.step // progress.total_steps}%)"
     checkpoint = reported.checkpoint
     if checkpoint and checkpoint != (old.last_checkpoint if old else None):
         state.events.append(Event("Normal", "Checkpoint", f"saved {checkpoint}"))
     progress.last_checkpoint = checkpoint
+    # A step that moves is what the stall watchdog looks for; "starting" is before any step.
+    moved = reported.phase != "starting" and (old is None or old.step != progress.step or not old.last_step_time)
+    progress.last_step_time = timestamp(state.now) if moved else (old.last_step_time if old else None)
     return progress
 
 
-def _first_termination(observed: Observed, matches) -> Optional[Termination]:
+def _first_termination(observed: Observed, matches) -> Optional[tuple[WorkerPod, Termination]]:
     for pod in observed.pods:
         for termination in pod.terminations():
             if matches(termination):
-                return termination
+                return pod, termination
     return None

@@ -13,7 +13,7 @@ from ..contract.progress import Progress
 class Termination:
     exit_code: int
     message: str = ""
-    reason: str = ""
+    reason: str = ""  # the kubelet's: Completed, Error, OOMKilled, ...
 
 
 @dataclass(frozen=True)
@@ -26,6 +26,13 @@ class WorkerPod:
     terminated: Optional[Termination] = None
     last_terminated: Optional[Termination] = None
     waiting_reason: Optional[str] = None
+    waiting_message: str = ""
+    uid: str = ""
+    # False with the scheduler's message while the pod cannot be placed.
+    scheduled: Optional[bool] = None
+    scheduling_message: str = ""
+    # Evicted or preempted (the DisruptionTarget condition).
+    disrupted: bool = False
 
     def terminations(self) -> list[Termination]:
         return [t for t in (self.terminated, self.last_terminated) if t is not None]
@@ -43,6 +50,8 @@ class EvaluationRun:
     failed: bool = False
     # The evaluator's termination message: its JSON summary on success, the reason on failure.
     message: str = ""
+    # The newest evaluator pod, while it waits to start.
+    pod: Optional[WorkerPod] = None
 
 
 @dataclass(frozen=True)
@@ -55,6 +64,8 @@ class Observed:
     upstream: Mapping[str, Optional[str]] = field(default_factory=dict)
     # Rank 0's /progress document while training.
     progress: Optional[Progress] = None
+    # Why the output claim is not bound yet (None: bound, or not looked at).
+    claim_pending: Optional[str] = None
 
 
 def _termination(state: Optional[Mapping[str, Any]]) -> Optional[Termination]:
@@ -65,21 +76,30 @@ def _termination(state: Optional[Mapping[str, Any]]) -> Optional[Termination]:
                        terminated.get("reason", "") or "")
 
 
+def _condition(pod: Mapping[str, Any], kind: str) -> Mapping[str, Any]:
+    conditions = (pod.get("status") or {}).get("conditions") or []
+    return next((c for c in conditions if c.get("type") == kind), {})
+
+
 def worker_pod(pod: Mapping[str, Any], container: str = "trainer") -> WorkerPod:
     statuses = (pod.get("status") or {}).get("containerStatuses") or []
-    status = next((s for s in statuses if s.get("name") == container), None)
-    name = pod["metadata"]["name"]
-    if status is None:
-        return WorkerPod(name)
+    status = next((s for s in statuses if s.get("name") == container), None) or {}
+    scheduled = _condition(pod, "PodScheduled")
     state = status.get("state") or {}
+    waiting = state.get("waiting") or {}
     return WorkerPod(
-        name=name,
+        name=pod["metadata"]["name"],
+        uid=pod["metadata"].get("uid", ""),
         running="running" in state,
         ready=bool(status.get("ready")),
         restarts=int(status.get("restartCount", 0)),
         terminated=_termination(state),
         last_terminated=_termination(status.get("lastState")),
-        waiting_reason=(state.get("waiting") or {}).get("reason"),
+        waiting_reason=waiting.get("reason"),
+        waiting_message=waiting.get("message", "") or "",
+        scheduled={"True": True, "False": False}.get(scheduled.get("status")),
+        scheduling_message=scheduled.get("message", "") or "",
+        disrupted=_condition(pod, "DisruptionTarget").get("status") == "True",
     )
 
 
@@ -95,6 +115,18 @@ def evaluation_run(job: Optional[Mapping[str, Any]], pods: list[Mapping[str, Any
     if job is None:
         return None
     conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
-    messages = [t.message for t in (worker_pod(p, "evaluator").terminated for p in pods) if t and t.message]
+    parsed = [worker_pod(p, "evaluator") for p in pods]
+    messages = [pod.terminated.message for pod in parsed if pod.terminated and pod.terminated.message]
     message = messages[-1] if messages else (conditions.get("Failed") or {}).get("message", "")
-    return EvaluationRun(succeeded="Complete" in conditions, failed="Failed" in conditions, message=message)
+    return EvaluationRun(succeeded="Complete" in conditions, failed="Failed" in conditions, message=message,
+                         pod=parsed[-1] if parsed else None)
+
+
+def claim_pending(claim: Optional[Mapping[str, Any]]) -> Optional[str]:
+    """Why a PersistentVolumeClaim is not bound yet, or None when it is (or is not there yet)."""
+    if claim is None:
+        return None
+    phase = (claim.get("status") or {}).get("phase")
+    if phase == "Bound":
+        return None
+    return f"persistentvolumeclaim {claim['metadata']['name']} is {phase or 'Pending'} (not bound to a volume)"

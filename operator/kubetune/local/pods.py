@@ -12,7 +12,8 @@ import os
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
@@ -126,6 +127,7 @@ class LocalPod:
     command: list[str]
     env: dict[str, str]
     folder: Path
+    uid: str = field(default_factory=lambda: str(uuid.uuid4()))  # a new pod, as a controller recreates one
     process: Optional[subprocess.Popen] = None
     restarts: int = 0
     exit_code: Optional[int] = None

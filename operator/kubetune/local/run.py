@@ -19,6 +19,7 @@ from typing import Any, Callable, Optional
 from .. import contract
 from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..contract.config import TrainerConfig
+from ..contract.failure import LAST_LOG_LINES
 from ..contract.output import CompletionRecord, newest_complete_checkpoint
 from ..contract.progress import PROGRESS_PATH, Progress
 from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
@@ -77,9 +78,18 @@ class LocalCluster:
             self.evaluator.start()
             self.evaluation_attempts = 1
 
+    def restart_workers(self) -> None:
+        """What deleting the worker pods does: each process tree killed, a new pod started in its place."""
+        for ordinal, pod in list(self.workers.items()):
+            pod.kill()
+            self.workers[ordinal] = self._worker(ordinal)
+            self.workers[ordinal].start()
+
     def apply(self, action: Action) -> None:
         if action.kind == "scale_workers" and action.replicas is not None:
             self.scale(action.replicas)
+        elif action.kind == "restart_workers":
+            self.restart_workers()
         elif action.kind == "ensure_evaluation_job":
             self.start_evaluation()
 
@@ -112,7 +122,7 @@ class LocalCluster:
         last = Termination(*pod.last_exit) if pod.last_exit else None
         terminated = Termination(code, pod.termination_message()) if code is not None else None
         return WorkerPod(pod.name, running=code is None, ready=code is None, restarts=pod.restarts,
-                         terminated=terminated, last_terminated=last)
+                         terminated=terminated, last_terminated=last, uid=pod.uid)
 
     def _observed_evaluation(self) -> Optional[EvaluationRun]:
         if self.evaluator is None:
@@ -138,7 +148,7 @@ class LocalCluster:
             pod.kill()
 
     def failed_worker_logs(self) -> str:
-        return self.failed_pod.last_log_lines() if self.failed_pod else ""
+        return self.failed_pod.last_log_lines(LAST_LOG_LINES) if self.failed_pod else ""
 
 
 @dataclass

@@ -1,0 +1,81 @@
+"""The worker pods as the lifecycle counts them: restarts that survive recreated pods,
+evictions counted apart, and why pods that should run do not."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from ..api.models import SeenPod, WorkersStatus
+from .failures import is_out_of_memory, report_of
+from .observed import Observed, WorkerPod
+
+IMAGE_PULL_REASONS = ("ErrImagePull", "ImagePullBackOff", "InvalidImageName")
+
+
+@dataclass(frozen=True)
+class Restart:
+    """A restart counted in this reconcile, for its Event."""
+
+    pod: WorkerPod
+    count: int
+    out_of_memory: bool
+
+
+def count_workers(old: Optional[WorkersStatus], observed: Observed, desired: int) -> tuple[WorkersStatus, list[Restart]]:
+    """Workers status with every restart seen since the last count added, by pod uid."""
+    before = old or WorkersStatus()
+    seen, restarts, counted = {}, [], WorkersStatus(**before.model_dump(exclude={"seen", "desired", "ready"}))
+    for pod in observed.pods:
+        last = before.seen.get(pod.uid, SeenPod())
+        new = max(pod.restarts - last.restarts, 0)
+        if new:
+            oom = is_out_of_memory(pod.last_terminated or pod.terminated)
+            restarts.append(Restart(pod, new, oom))
+            counted.restarts += new
+            counted.out_of_memory += new if oom else 0
+        if pod.disrupted and not last.disrupted:
+            counted.disruptions += 1
+        seen[pod.uid] = SeenPod(restarts=max(pod.restarts, last.restarts), disrupted=pod.disrupted or last.disrupted)
+    counted.seen = seen
+    counted.desired = desired
+    counted.ready = sum(pod.running for pod in observed.pods)
+    return counted, restarts
+
+
+def restart_message(restart: Restart, status: WorkersStatus, backoff_limit: int) -> str:
+    termination = restart.pod.last_terminated or restart.pod.terminated
+    why = ""
+    if termination is not None:
+        report = report_of(termination)
+        why = f" after {report.reason} (exit code {termination.exit_code}): {report.message.splitlines()[0][:300]}"
+    return f"{restart.pod.name} restarted{why}; {status.restarts} of backoffLimit {backoff_limit} restarts used"
+
+
+@dataclass(frozen=True)
+class Waiting:
+    """Why a pod that should run does not, and what that becomes when it lasts."""
+
+    reason: str  # the condition's reason: the kubelet's waiting reason, Unschedulable or ClaimPending
+    message: str
+    failure: str  # the failure class (contract.failure)
+    at_once: bool = False  # no wait can fix it
+
+
+def _waiting_of(pod: WorkerPod) -> Optional[Waiting]:
+    message = f"{pod.name}: {pod.waiting_message or pod.scheduling_message}".rstrip(": ")
+    if pod.waiting_reason in IMAGE_PULL_REASONS:
+        return Waiting(pod.waiting_reason, message, "ImagePull", at_once=pod.waiting_reason == "InvalidImageName")
+    if pod.waiting_reason == "CreateContainerConfigError":
+        return Waiting(pod.waiting_reason, message, "ContainerConfig", at_once=True)
+    if pod.scheduled is False:
+        return Waiting("Unschedulable", message, "Unschedulable")
+    return None
+
+
+def waiting(pods: tuple[WorkerPod, ...], claim_pending: Optional[str]) -> Optional[Waiting]:
+    """The most telling reason among pods that do not run: one no wait can fix comes first."""
+    found = [w for w in (_waiting_of(pod) for pod in pods if not pod.running) if w is not None]
+    if claim_pending:
+        found.append(Waiting("ClaimPending", claim_pending, "Unschedulable"))
+    return next((w for w in found if w.at_once), found[0] if found else None)
