@@ -8,6 +8,8 @@ import threading
 import time
 from pathlib import Path
 
+from kubernetes.client.exceptions import ApiException
+
 from kubetune import contract
 from kubetune.local.pods import LocalPod, RunFolders, local_pod, local_ports
 
@@ -38,6 +40,8 @@ class LocalKubelet:
         self.ports: dict[str, dict[int, int]] = {}
         self.exits_reported: set[tuple[str, int]] = set()
         self.restarted: list[str] = []  # pod names, one entry per container restart
+        self.recreated: list[str] = []  # pod names, one entry per pod deleted through the API and made anew
+        self.created: set[str] = set()  # pod objects this kubelet wrote
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True, name="local-kubelet")
         self.errors: list[BaseException] = []
@@ -90,6 +94,14 @@ class LocalKubelet:
                 key = (job, ordinal)
                 name = f"{stateful_set['metadata']['name']}-{ordinal}"
                 pod = self.workers.get(key)
+                if pod is not None and name in self.created and not self._exists(name):
+                    # Deleted through the API (the operator's stall watchdog): the StatefulSet
+                    # controller makes a new pod, with a new uid and no restarts.
+                    self.workers.pop(key).kill()
+                    self.exits_reported.discard(key)
+                    self.created.discard(name)
+                    self.recreated.append(name)
+                    pod = None
                 if pod is None:
                     self.workers[key] = self._pod(job, template, name, ordinal)
                 elif pod.poll() is not None and key in self.exits_reported:
@@ -101,7 +113,9 @@ class LocalKubelet:
                 self._write_pod(name, template, container_status(self.workers[key], "trainer"), "Running")
             for key in [k for k in self.workers if k[0] == job and k[1] >= replicas]:
                 self.workers.pop(key).kill()
-                self._delete_pod(f"{stateful_set['metadata']['name']}-{key[1]}")
+                name = f"{stateful_set['metadata']['name']}-{key[1]}"
+                self.created.discard(name)
+                self._delete_pod(name)
 
     def sync_jobs(self):
         for batch_job in self._all("Job"):
@@ -127,16 +141,27 @@ class LocalKubelet:
         return [obj.raw for (resource, _, _), obj in list(self.harness.api_server.objects.items())
                 if not obj.deleted and resource.plural == plural and (resource.group or "") == group]
 
+    def _exists(self, name) -> bool:
+        try:
+            self.harness.cluster.core.read_namespaced_pod(name, NS)
+        except Exception:
+            return False
+        return True
+
     def _write_pod(self, name, template, status, phase):
         core = self.harness.cluster.core
         pod_status = {"phase": phase, "podIP": "127.0.0.1", "containerStatuses": [status]}
-        try:
-            core.read_namespaced_pod(name, NS)
-        except Exception:
+        if not self._exists(name):
             core.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {
                 "name": name, "namespace": NS, "labels": dict(template["metadata"]["labels"])},
                 "spec": template["spec"]})
-        core.patch_namespaced_pod_status(name, NS, {"status": pod_status})
+            self.created.add(name)
+        try:
+            core.patch_namespaced_pod_status(name, NS, {"status": pod_status})
+        except ApiException:
+            if self._exists(name):
+                raise
+            # Deleted between the read and the write (the operator's watchdog): the next tick makes it anew.
 
     def _delete_pod(self, name):
         try:

@@ -79,3 +79,22 @@ def wait_all(processes, timeout):
 
 def kill_pod(process):
     local_pods.kill_tree(process)
+
+
+def freeze_pod(pod_name: str) -> list[int]:
+    """SIGSTOP every process of a local pod (found by the POD_NAME its env carries): a rank that
+    hangs without exiting, as a deadlocked collective or a wedged GPU leaves it."""
+    import signal
+
+    import psutil
+
+    frozen = []
+    for process in psutil.process_iter():
+        try:
+            if process.environ().get("POD_NAME") == pod_name:
+                process.send_signal(signal.SIGSTOP)
+                frozen.append(process.pid)
+        except (psutil.AccessDenied, psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    assert frozen, f"no process of {pod_name}"
+    return frozen

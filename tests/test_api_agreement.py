@@ -128,6 +128,8 @@ REFUSED = [
     ("affinity of the wrong shape", resources(affinity={"nodeAffinity": {
         "requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": "gpu"}}})),
     ("evaluation tolerations of the wrong shape", with_spec(evaluation={"resources": {"tolerations": ["gpu"]}})),
+    ("a negative progress deadline", with_spec(runPolicy={"progressDeadlineSeconds": -1})),
+    ("a scheduling timeout of zero", with_spec(runPolicy={"schedulingTimeoutSeconds": 0})),
     ("a CEL rule: grpo without rewards", with_spec(method="grpo")),
     ("a CEL rule: offload with ddp", with_spec(distributed={"offload": "optimizer"})),
 ]
@@ -156,6 +158,8 @@ UPDATES = [
     ("an elastic job resized", {"resources": {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}},
      {"resources": {"nodes": 4, "elastic": {"minNodes": 1, "maxNodes": 4}}}, False),
     ("suspended", {}, {"runPolicy": {"suspend": True}}, False),
+    ("the watchdog's deadlines changed", {}, {"runPolicy": {"progressDeadlineSeconds": 600, "maxDisruptions": 2}},
+     False),
     ("evaluation changed", {}, {"evaluation": {"metrics": ["loss", "perplexity"]}}, False),
 ]
 

@@ -84,3 +84,24 @@ def test_a_worker_killed_after_a_checkpoint_is_restarted_resumes_and_the_job_suc
     assert record["globalStep"] == 30
     worker_logs = logs(kubelet, "fault")
     assert "resuming from checkpoint-" in worker_logs
+
+
+def test_a_frozen_rank_is_restarted_by_the_operators_watchdog_and_the_job_succeeds(cluster):
+    from local_pods import freeze_pod
+
+    harness, kubelet = cluster
+    training = {**TRAINING, "max_steps": 160, "logging_steps": 10}
+    apply(harness, "frozen", training=training, resources={"nodes": 2}, checkpointing={"everySteps": 20, "keep": 2},
+          runPolicy={"progressDeadlineSeconds": 15, "backoffLimit": 2}, evaluation={"enabled": False})
+    output = kubelet.folders("frozen").root / "output"
+    eventually(lambda: list(output.glob("**/checkpoint-20/trainer_state.json")), 300, "the first checkpoint")
+    freeze_pod("frozen-worker-1")
+    eventually(lambda: any(r == "Stalled" for j, _, r, _ in harness.events if j == "frozen"), 60,
+               "the watchdog's Stalled Event")
+    final = wait_finished(harness, kubelet, "frozen")
+    assert final["phase"] == "Succeeded", (final.get("conditions"), logs(kubelet, "frozen"))
+    assert {"frozen-worker-0", "frozen-worker-1"} <= set(kubelet.recreated)  # deleted by the operator, made anew
+    assert final["workers"]["restarts"] >= 1
+    record = json.loads(next(output.glob("**/COMPLETED.json")).read_text())
+    assert record["globalStep"] == 160
+    assert "resuming from checkpoint-" in logs(kubelet, "frozen")

@@ -14,6 +14,7 @@ import pytest
 from conftest import with_spec
 from kubetune import contract
 from kubetune.contract.evaluation import EvaluationSummary
+from kubetune.contract.failure import FailureReport
 from local_pods import map_paths, rendered_config, write_local_config
 from trainer_entrypoint import code_samples
 from trainer_entrypoint.evaluate import scoring
@@ -356,4 +357,6 @@ def test_grpo_generations_are_scored_by_the_jobs_reward_model(trained):
 def test_a_metric_the_data_cannot_give_fails_permanently_naming_the_field(trained):
     code, message, report, _ = evaluate(trained["full"], "unfit", {"metrics": ["pass@1"], "engine": "vllm"})
     assert code == contract.EXIT_PERMANENT and report is None
-    assert message.startswith("spec.evaluation.metrics: pass@1 needs code tests")
+    failure = FailureReport.read(message)
+    assert failure.reason == "PermanentError"
+    assert failure.message.startswith("spec.evaluation.metrics: pass@1 needs code tests")

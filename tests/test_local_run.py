@@ -1,11 +1,14 @@
 """`kubetune run`: the quickstart on this machine, end to end, through the real command."""
 
 import json
+import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 from conftest import REPO
 
@@ -87,3 +90,62 @@ def test_invalid_job_exits_2_naming_the_field(tmp_path):
     result = kubetune_run(str(bad), cwd=tmp_path)
     assert result.returncode == 2 and "spec.method" in result.stderr
     assert not (tmp_path / "kubetune-runs").exists()
+
+
+def write_job(folder, name, **spec):
+    from conftest import MINIMAL_JOB
+
+    document = json.loads(json.dumps(MINIMAL_JOB))
+    document["metadata"] = {"name": name, "namespace": "ml"}
+    document["spec"].update(spec)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+STALL_TRAINING = {"max_steps": 160, "per_device_train_batch_size": 4, "max_length": 64, "logging_steps": 10}
+
+
+def test_a_frozen_rank_is_restarted_by_the_watchdog_and_the_job_succeeds(tmp_path):
+    from local_pods import freeze_pod
+
+    job = write_job(tmp_path, "frozen", training=STALL_TRAINING, resources={"nodes": 2},
+                    checkpointing={"everySteps": 20, "keep": 2}, evaluation={"enabled": False},
+                    runPolicy={"progressDeadlineSeconds": 15, "backoffLimit": 2})
+    run_dir = tmp_path / "run"
+    command = [str(Path(sys.executable).parent / "kubetune"), "run", str(job), "--run-dir", str(run_dir)]
+    process = subprocess.Popen(command, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + RUN_TIMEOUT
+        while not list((run_dir / "output").glob("**/checkpoint-20/trainer_state.json")):
+            assert time.monotonic() < deadline and process.poll() is None, process.communicate()[0][-3000:]
+            time.sleep(0.2)
+        frozen_at = time.monotonic()
+        freeze_pod("frozen-worker-1")
+        output, _ = process.communicate(timeout=RUN_TIMEOUT)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 0, output[-4000:]
+    stalled = [line for line in output.splitlines() if line.startswith("Stalled: ")]
+    assert stalled and "did not advance for" in stalled[0] and "restarting the workers" in stalled[0], output[-3000:]
+    assert time.monotonic() - frozen_at > 15
+    record = json.loads(next((run_dir / "output").glob("**/COMPLETED.json")).read_text())
+    assert record["globalStep"] == STALL_TRAINING["max_steps"]
+    assert "resuming from checkpoint-" in (run_dir / "pods" / "frozen-worker-0" / "log.txt").read_text()
+
+
+def test_an_out_of_memory_worker_is_retried_once_then_fails_saying_what_to_lower(tmp_path):
+    job = write_job(tmp_path, "oom", training={"max_steps": 5, "per_device_train_batch_size": 4, "max_length": 64},
+                    evaluation={"enabled": False})
+    env = {**os.environ, "PYTHONPATH": str(REPO / "tests" / "faults"), "KUBETUNE_TEST_OOM_AT_STEP": "1",
+           "COLUMNS": "400"}
+    result = subprocess.run([str(Path(sys.executable).parent / "kubetune"), "run", str(job), "--run-dir",
+                             str(tmp_path / "run")], cwd=tmp_path, env=env, capture_output=True, text=True,
+                            timeout=RUN_TIMEOUT)
+    assert result.returncode == 1, result.stdout[-4000:]
+    restarts = [line for line in result.stdout.splitlines() if line.startswith("WorkerRestarted: ")]
+    assert restarts and "oom-worker-0 restarted after OutOfMemory" in restarts[0]
+    assert "OutOfMemory: a worker ran out of memory twice" in " ".join(result.stdout.split())
+    assert "per_device_train_batch_size" in result.stdout
+    assert "last lines of oom-worker-0" in result.stdout and "OutOfMemoryError" in result.stdout

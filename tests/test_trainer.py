@@ -149,7 +149,9 @@ def test_wrong_dataset_columns_fail_permanently_naming_column_and_file(tmp_path)
     objects, config = write_local_config(document, tmp_path)
     started = time.monotonic()
     assert wait_all([start_pod(objects, 0, tmp_path, "pod.log")], timeout=300) == [3]
-    message = (tmp_path / "pod-0" / "termination-log").read_text()
+    report = termination_report(tmp_path)
+    message = report.message
+    assert report.reason == "PermanentError"
     assert "chosen" in message and "rejected" in message and str(data / "train.jsonl") in message
     assert "\n" not in message.strip()
     assert time.monotonic() - started < 120
@@ -159,7 +161,7 @@ def test_missing_model_fails_permanently_naming_the_source(tmp_path):
     document = with_spec(model={"source": str(tmp_path / "no-such-model")}, training=SMALL)
     objects, config = write_local_config(document, tmp_path)
     assert wait_all([start_pod(objects, 0, tmp_path, "pod.log")], timeout=300) == [3]
-    message = (tmp_path / "pod-0" / "termination-log").read_text()
+    message = termination_report(tmp_path).message
     assert str(tmp_path / "no-such-model") in message and "does not exist" in message
 
 
@@ -193,3 +195,60 @@ def test_rank_zero_serves_progress_and_prometheus_metrics(tmp_path):
                  "kubetune_training_learning_rate", "kubetune_training_tokens_per_second",
                  "kubetune_training_progress_ratio", "kubetune_training_epoch"]:
         assert f'{name}{{job="demo",namespace="ml"}}' in metrics, name
+
+
+# --- failures say what they are -----------------------------------------------------------------
+
+FAULTS = Path(__file__).resolve().parent / "faults"
+
+
+def termination_report(root, ordinal=0):
+    from kubetune.contract.failure import FailureReport
+
+    return FailureReport.read((root / f"pod-{ordinal}" / "termination-log").read_text())
+
+
+def test_a_pasted_eos_token_the_tokenizer_lacks_fails_once_naming_the_key(tmp_path):
+    objects, _ = write_local_config(with_spec(training={**SMALL, "eos_token": "<|im_end|>"}), tmp_path)
+    assert wait_all([start_pod(objects, 0, tmp_path, "pod.log")], timeout=300) == [3]
+    report = termination_report(tmp_path)
+    assert report.reason == "PermanentError"
+    assert report.message.startswith("spec.training.eos_token: SFTTrainer refused it: The specified `eos_token`")
+    assert "<|im_end|>" in report.last_logs  # the pod's own last lines come along
+
+
+def test_an_out_of_memory_error_is_reported_with_its_class_and_what_to_lower(tmp_path):
+    objects, _ = write_local_config(with_spec(training=SMALL), tmp_path)
+    extra = {"PYTHONPATH": str(FAULTS), "KUBETUNE_TEST_OOM_AT_STEP": "1"}
+    assert wait_all([start_pod(objects, 0, tmp_path, "pod.log", extra)], timeout=300) == [1]  # retryable
+    report = termination_report(tmp_path)
+    assert report.reason == "OutOfMemory" and "CUDA out of memory" in report.message
+    assert "per_device_train_batch_size" in report.message
+    assert "OutOfMemoryError" in report.last_logs and "ChildFailedError" not in report.message
+
+
+def test_report_to_tensorboard_trains_and_writes_event_files_under_the_output(tmp_path, monkeypatch):
+    monkeypatch.setenv("KUBETUNE_METRICS_PORT", "0")
+    _, config = write_local_config(with_spec(training={**SMALL, "report_to": ["tensorboard"]}), tmp_path)
+    assert train(config)["globalStep"] == SMALL["max_steps"]
+    assert list(Path(config.output.dir).glob("**/events.out.tfevents.*"))
+
+
+def test_the_grpo_example_trains_on_builtin_tiny(tmp_path, monkeypatch):
+    """examples/grpo.yaml as written (TRL's accuracy_reward, which needs math-verify, a weighted
+    format reward, LoRA, DAPO loss), with the tiny model and data, on the CPU, for two steps."""
+    import yaml
+
+    from conftest import REPO
+
+    monkeypatch.setenv("KUBETUNE_METRICS_PORT", "0")
+    document = yaml.safe_load((REPO / "examples" / "grpo.yaml").read_text())
+    spec = document["spec"]
+    spec["model"] = {"source": "builtin://tiny"}
+    spec["dataset"] = {"source": "builtin://tiny"}
+    spec["training"].update(max_steps=2, num_generations=4, max_completion_length=8, per_device_train_batch_size=4,
+                            gradient_accumulation_steps=1, logging_steps=1)
+    spec.update(distributed={"strategy": "ddp"}, resources={"nodes": 1}, evaluation={"enabled": False})
+    _, config = write_local_config(document, tmp_path)
+    assert [reward.function for reward in config.rewards] == ["accuracy_reward", "think_format_reward"]
+    assert train(config)["globalStep"] == 2

@@ -11,6 +11,7 @@ from kubetune.contract.formats import detect_format
 from kubetune.contract.methods import METHODS
 from kubetune.contract.output import CompletionRecord, is_complete, newest_complete_checkpoint
 from kubetune.contract.sources import Location
+from trainer_entrypoint.builtin import BUILD_VERSION
 from trainer_entrypoint.data import load_for_method, prepare
 from trainer_entrypoint.errors import PermanentError
 from trainer_entrypoint.train.checkpoints import discard_incomplete
@@ -171,5 +172,5 @@ def test_builtin_model_is_whole_when_ranks_build_it_inside_a_process_group(tmp_p
     folder = tmp_path / "builtin"
     torch.multiprocessing.start_processes(_build_tiny_as_rank, args=(str(folder), str(tmp_path / "store")),
                                           nprocs=2, join=True, start_method="spawn")
-    model = folder / "tiny-v2" / "model"
+    model = folder / f"tiny-v{BUILD_VERSION}" / "model"
     assert (model / "config.json").exists() and (model / "model.safetensors").exists()

@@ -18,7 +18,7 @@ from kubetune import contract
 from kubetune.contract.formats import FORMAT_NAMES
 from kubetune.contract.methods import METHODS
 
-BUILD_VERSION = "2"
+BUILD_VERSION = "3"
 SPECIAL_TOKENS = ["<|pad|>", "<|end|>", "<|system|>", "<|user|>", "<|assistant|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
@@ -90,7 +90,8 @@ def _rows(fmt: str, question: str, right: str, wrong: str, index: int) -> list[d
         return [{"prompt": user, "completion": [{"role": "assistant", "content": right if good else wrong}],
                  "label": good}]
     if fmt == "prompt_only":
-        return [{"prompt": user, "answer": right}]
+        # `answer` for kubetune's answer_match, `solution` for TRL's accuracy_reward.
+        return [{"prompt": user, "answer": right, "solution": right}]
     if fmt == "prompt_answer":
         return [{"prompt": question, "answer": right}]
     raise ValueError(fmt)

@@ -17,7 +17,7 @@ from kubetune import contract
 from kubetune.contract.config import SamplingConfig, TrainerConfig
 from kubetune.contract.metrics import metric
 
-from ..errors import PermanentError, record_permanent_error, write_termination_message
+from ..errors import PermanentError, exit_code_for, write_termination_message
 from ..sources import model_reference
 from .engines import VLLM_LORA_RANKS, Sampling, TransformersEngine, Weights, open_engine
 from .metrics import check_applicable, needs_generation, needs_logprobs, score_model
@@ -187,8 +187,11 @@ def main() -> int:
     try:
         config = load_config()
         results = evaluate(config)
-    except PermanentError as error:
-        return record_permanent_error(error)
+    except Exception as error:
+        code = exit_code_for(error)
+        if code is None:
+            raise  # retryable: the Job retries the pod
+        return code
     message = summary(results, str(Path(config.output.evaluation) / REPORT_FILE))
     write_termination_message(message)
     print(f"kubetune: evaluation finished: {message}", flush=True)

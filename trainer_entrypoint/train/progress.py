@@ -82,15 +82,21 @@ class ProgressCallback(TrainerCallback):
         if total and state.global_step:
             elapsed = now - self._started
             eta = elapsed / max(state.global_step - self._start_step, 1) * (total - state.global_step)
-        self.progress.update(step=state.global_step, epoch=state.epoch, tokens_per_second=rate,
+        # The Trainer evaluates, then saves, right after this callback: say so, so the stall
+        # watchdog gives them more time.
+        phase = "evaluating" if control.should_evaluate else "checkpointing" if control.should_save else "training"
+        self.progress.update(step=state.global_step, epoch=state.epoch, tokens_per_second=rate, phase=phase,
                              progress=(state.global_step / total) if total else None, eta_seconds=eta)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs = logs or {}
         self.progress.update(loss=logs.get("loss"), learning_rate=logs.get("learning_rate"))
 
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.progress.update(phase="checkpointing" if control.should_save else "training")
+
     def on_save(self, args, state, control, **kwargs):
-        self.progress.update(checkpoint=f"checkpoint-{state.global_step}")
+        self.progress.update(checkpoint=f"checkpoint-{state.global_step}", phase="training")
 
     def on_train_end(self, args, state, control, **kwargs):
         self.progress.update(phase="saving", step=state.global_step, progress=1.0, eta_seconds=0.0)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any, Callable
 
 from kubetune.contract.config import RewardConfig
@@ -34,12 +35,25 @@ def reward_function(name: str) -> Callable[..., list[float]]:
     return function
 
 
+def needing_its_packages(function: Callable[..., list[float]], field: str) -> Callable[..., list[float]]:
+    """The reward function; a package it needs and the image lacks is a permanent error naming the
+    field (TRL's functions import theirs when first called)."""
+    @functools.wraps(function)
+    def reward(*args: Any, **kwargs: Any) -> list[float]:
+        try:
+            return function(*args, **kwargs)
+        except ImportError as error:
+            raise PermanentError(f"{field}: {function.__name__} needs a package this image lacks: {error}") from None
+    return reward
+
+
 def reward_funcs(rewards: list[RewardConfig]) -> list[Any]:
     """reward_funcs for the TRL trainer: functions, or reward-model references."""
     functions: list[Any] = []
     for index, reward in enumerate(rewards):
         if reward.function:
-            functions.append(reward_function(reward.function))
+            field = f"spec.rewards[{index}].function"
+            functions.append(needing_its_packages(reward_function(reward.function), field))
         else:
             functions.append(model_reference(reward.location, f"spec.rewards[{index}].model"))
     return functions

@@ -140,4 +140,26 @@ def build_trainer(config: TrainerConfig, callbacks: list[Any]):
         kwargs["quantization_config"] = quantization
     if method.rewards:
         kwargs["reward_funcs"] = reward_funcs(config.rewards)
-    return getattr(trl, method.trainer_class)(**kwargs)
+    return construct(getattr(trl, method.trainer_class), kwargs, config.training)
+
+
+def construct(trainer_class, kwargs: dict[str, Any], training: dict[str, Any]):
+    """The TRL trainer; what it refuses at construction is a configuration error, named by the
+    spec.training key it mentions (a token missing from the tokenizer, a report_to integration
+    this image lacks), and no retry can fix it."""
+    try:
+        return trainer_class(**kwargs)
+    except (ValueError, TypeError, ImportError, RuntimeError) as error:
+        text = " ".join(str(error).split())
+        if isinstance(error, RuntimeError) and "install" not in text:
+            raise  # a runtime failure, not the configuration
+        raise PermanentError(f"{_named_key(text, training)}: {trainer_class.__name__} refused it: {text}") from None
+
+
+def _named_key(text: str, training: dict[str, Any]) -> str:
+    keys = [key for key in training if key in text]
+    if keys:
+        return f"spec.training.{max(keys, key=len)}"
+    if "Callback" in text and "report_to" in training:
+        return "spec.training.report_to"  # transformers names the integration's callback, not the key
+    return "spec.training"

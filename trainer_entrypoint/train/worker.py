@@ -13,7 +13,7 @@ from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
 
-from ..errors import PermanentError, record_permanent_error
+from ..errors import exit_code_for
 from .checkpoints import discard_incomplete
 
 WEIGHT_DIGEST_ENV = "KUBETUNE_WEIGHT_DIGEST_DIR"
@@ -102,7 +102,10 @@ def main(config_file: Optional[str] = None) -> int:
     try:
         config = load_config(Path(config_file) if config_file else None)
         summary = train(config)
-    except PermanentError as error:
-        return record_permanent_error(error)
+    except Exception as error:
+        code = exit_code_for(error)
+        if code is None:
+            raise  # retryable: the rank fails, and torchrun and the pod's restart take it from there
+        return code
     print(f"kubetune: training finished: {json.dumps(summary)}", flush=True)
     return contract.EXIT_SUCCESS

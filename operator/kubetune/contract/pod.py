@@ -37,8 +37,8 @@ ENV_CONFIG = "KUBETUNE_CONFIG"
 ENV_METRICS_PORT = "KUBETUNE_METRICS_PORT"
 # Where the runtime writes its termination message (Kubernetes reads /dev/termination-log).
 ENV_TERMINATION_LOG = "KUBETUNE_TERMINATION_LOG"
-# Set by the launcher for its ranks: where a rank leaves its permanent error's message.
-ENV_PERMANENT_ERROR_FILE = "KUBETUNE_PERMANENT_ERROR_FILE"
+# Set by the launcher for its ranks: where a rank leaves its failure report.
+ENV_FAILURE_FILE = "KUBETUNE_FAILURE_FILE"
 # Folder of builtin://tiny (defaults to a folder under HF_HOME).
 ENV_BUILTIN_DIR = "KUBETUNE_BUILTIN_DIR"
 
