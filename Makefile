@@ -31,12 +31,18 @@ $(VENV)/.installed-helm: $(VENV)/.installed
 	$(PY) tests/fetch_helm.py $(VENV)/bin
 	touch $@
 
+# promtool for the alert-rule tests, from Debian's prometheus package (as root, as in CI).
+$(VENV)/.installed-promtool: $(PY)
+	command -v promtool >/dev/null || apt-get install -y --no-install-recommends prometheus \
+		|| (apt-get update && apt-get install -y --no-install-recommends prometheus)
+	touch $@
+
 install: $(VENV)/.installed
 
 quickstart: install
 	$(VENV)/bin/kubetune run examples/quickstart.yaml
 
-test: install $(VENV)/.installed-vllm $(VENV)/.installed-helm
+test: install $(VENV)/.installed-vllm $(VENV)/.installed-helm $(VENV)/.installed-promtool
 	rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)/tmp
 	TMPDIR=$(RUN_DIR)/tmp HF_HOME=$(RUN_DIR)/hf HF_HUB_OFFLINE=1 \
 	TORCH_EXTENSIONS_DIR=$(RUN_DIR)/torch_extensions VLLM_CACHE_ROOT=$(RUN_DIR)/vllm \

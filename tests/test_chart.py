@@ -31,12 +31,13 @@ VALUE_SETS = {
                                     '"gpuTolerations":[{"key":"ml","operator":"Exists","effect":"NoSchedule"}]}',
                       "--set-json", 'trainer.resources={"requests":{"cpu":"8","memory":"64Gi"},"limits":{"memory":"128Gi"}}',
                       "--set-json", 'evaluator.resources={"requests":{"memory":"32Gi"}}'],
+    "alerts": ["--set", "prometheusRule.enabled=true", "--set", "prometheusRule.pendingFor=1h"],
     "two-replicas": ["--set", "replicaCount=2"],
     "two-replicas-namespaced": ["--set", "replicaCount=2", "--set", "rbac.scope=namespaced",
                                 "--set", "rbac.namespaces={ml}"],
 }
 # Kinds whose schema is a CRD rather than the Kubernetes OpenAPI.
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "KopfPeering", "ClusterKopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KopfPeering", "ClusterKopfPeering"}
 
 
 def helm(binary, *args):
@@ -86,6 +87,7 @@ def test_value_sets_change_what_they_claim(rendered):
     assert "ClusterRole" in kinds["default"] and "Role" not in kinds["default"]
     assert kinds["namespaced"].count("Role") == 2 and "ClusterRole" not in kinds["namespaced"]
     assert {"ServiceMonitor", "PodMonitor"} <= set(kinds["monitoring"])
+    assert "PrometheusRule" in kinds["alerts"] and "PrometheusRule" not in kinds["default"]
     dashboard = next(d for d in rendered[("helm4", "monitoring")] if d["metadata"]["name"].endswith("-dashboard"))
     assert json.loads(dashboard["data"]["kubetune.json"])["panels"]
     assert "ClusterKopfPeering" in kinds["two-replicas"] and "KopfPeering" in kinds["two-replicas-namespaced"]

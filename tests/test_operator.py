@@ -251,6 +251,7 @@ def test_a_recreated_worker_pod_does_not_reset_the_restart_count(harness):
     set_worker_pod(harness, 0, container_status("running"))
     wait_phase(harness, "Training")
     assert get_job(harness)["status"]["workers"]["restarts"] == 2
+    assert harness.context.metrics.job_restarts.labels(NS, "demo")._value.get() == 2  # what the alert reads
     set_worker_pod(harness, 0, container_status("crashloop", restarts=2, last=(1, "boom")))
     wait_phase(harness, "Failed")
     failure = get_job(harness)["status"]["failure"]
@@ -429,6 +430,9 @@ def test_kubetune_operator_command_serves_liveness_and_metrics(harness, tmp_path
         text = urllib.request.urlopen(f"http://127.0.0.1:{metrics}/metrics", timeout=2).read().decode()
         assert 'kubetune_jobs{namespace="ml",phase="Pending"} 1.0' in text
         assert "kubetune_reconcile_duration_seconds_count" in text
+        assert 'kubetune_job_phase{job="demo",namespace="ml",phase="Pending"} 1.0' in text
+        eventually(lambda: "kubetune_resync_last_success_timestamp_seconds 1" in urllib.request.urlopen(
+            f"http://127.0.0.1:{metrics}/metrics", timeout=2).read().decode(), what="a resync round")
     finally:
         process.send_signal(signal.SIGTERM)
         try:

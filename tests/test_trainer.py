@@ -8,7 +8,6 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-import torch
 
 from conftest import with_spec
 from local_pods import kill_pod, start_pod, wait_all, write_local_config
@@ -180,7 +179,8 @@ def test_rank_zero_serves_progress_and_prometheus_metrics(tmp_path):
     try:
         while pod.poll() is None and time.monotonic() < deadline:
             try:
-                progress = Progress.decode(urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2).read())
+                reply = urllib.request.urlopen(f"http://127.0.0.1:{port}/progress", timeout=2)
+                progress = Progress.decode(reply.read())
                 if progress.step >= 20 and progress.loss is not None:
                     metrics = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
                     break

@@ -16,7 +16,7 @@ import sys
 import tempfile
 from collections import deque
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Iterable
 
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig

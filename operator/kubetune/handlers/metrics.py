@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from ..api.models import FineTuneJobStatus
 from ..contract.evaluation import MetricValue
+from ..lifecycle.conditions import is_true
+
 
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
@@ -21,6 +24,15 @@ class OperatorMetrics:
                                       registry=self.registry)
         self.evaluation = Gauge("kubetune_evaluation_metric", "Evaluation results of finished jobs.",
                                 ["namespace", "job", "metric", "model"], registry=self.registry)
+        # Per job, for alerts (the chart's PrometheusRule).
+        self.job_phase = Gauge("kubetune_job_phase", "1 for the phase each FineTuneJob is in.",
+                               ["namespace", "job", "phase"], registry=self.registry)
+        self.job_restarts = Gauge("kubetune_job_restarts", "Worker restarts of each FineTuneJob (status.workers).",
+                                  ["namespace", "job"], registry=self.registry)
+        self.job_stalled = Gauge("kubetune_job_stalled", "1 while a FineTuneJob's training makes no progress.",
+                                 ["namespace", "job"], registry=self.registry)
+        self.resync_time = Gauge("kubetune_resync_last_success_timestamp_seconds",
+                                 "When the operator last reconciled every job (Unix time).", registry=self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
 
     def observe_phase(self, namespace: str, name: str, phase: str) -> bool:
@@ -31,15 +43,27 @@ class OperatorMetrics:
             return False
         if previous:
             self.jobs.labels(namespace, previous).dec()
+            self.job_phase.remove(namespace, name, previous)
         self.jobs.labels(namespace, phase).inc()
+        self.job_phase.labels(namespace, name, phase).set(1)
         self.transitions.labels(namespace, phase).inc()
         self._phase_of[key] = phase
         return True
+
+    def observe_status(self, namespace: str, name: str, status: FineTuneJobStatus) -> None:
+        self.job_restarts.labels(namespace, name).set(status.workers.restarts if status.workers else 0)
+        self.job_stalled.labels(namespace, name).set(1 if is_true(status.conditions, "Stalled") else 0)
 
     def forget(self, namespace: str, name: str) -> None:
         previous = self._phase_of.pop((namespace, name), None)
         if previous:
             self.jobs.labels(namespace, previous).dec()
+            self.job_phase.remove(namespace, name, previous)
+        for gauge in (self.job_restarts, self.job_stalled):
+            try:
+                gauge.remove(namespace, name)
+            except KeyError:
+                pass
 
     def observe_evaluation(self, namespace: str, name: str, metrics: dict[str, MetricValue]) -> None:
         for metric, value in metrics.items():

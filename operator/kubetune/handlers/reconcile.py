@@ -160,6 +160,7 @@ def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) 
         if started:
             seconds = seconds_since(started, context.clock())
             context.metrics.job_duration.labels(decision.phase).observe(max(seconds, 0))
+    context.metrics.observe_status(namespace, name, decision.status)
     if decision.status.evaluation:
         context.metrics.observe_evaluation(namespace, name, decision.status.evaluation.metrics)
     post = context.post_event or context.cluster.post_event

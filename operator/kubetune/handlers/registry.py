@@ -31,6 +31,7 @@ async def resync(context: OperatorContext, interval: float, namespaces: list[str
                 await asyncio.to_thread(reconcile, context, job)
             except Exception as error:
                 logger.warning(f"resync of {job['metadata']['name']}: {error}")
+        context.metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
 
 
 def make_registry(context: OperatorContext, interval: float = 10.0, login: bool = True,

@@ -28,7 +28,8 @@ def stall(policy: RunPolicySpec, progress: Optional[ProgressStatus], watching_si
         since, what = progress.last_step_time, f"step {progress.step} did not advance"
         what += f" (rank 0: {progress.phase})" if busy else ""
     else:
-        limit, since, what = policy.startup_deadline_seconds, watching_since, "no training step since the workers started"
+        limit, since = policy.startup_deadline_seconds, watching_since
+        what = "no training step since the workers started"
     waited = seconds_since(since, now)
     if not limit or waited < limit:
         return None

@@ -22,7 +22,8 @@ class Restart:
     out_of_memory: bool
 
 
-def count_workers(old: Optional[WorkersStatus], observed: Observed, desired: int) -> tuple[WorkersStatus, list[Restart]]:
+def count_workers(old: Optional[WorkersStatus], observed: Observed,
+                  desired: int) -> tuple[WorkersStatus, list[Restart]]:
     """Workers status with every restart seen since the last count added, by pod uid."""
     before = old or WorkersStatus()
     seen, restarts, counted = {}, [], WorkersStatus(**before.model_dump(exclude={"seen", "desired", "ready"}))
