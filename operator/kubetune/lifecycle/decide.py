@@ -237,7 +237,7 @@ def _not_all_running(job: FineTuneJob, state: _Next, observed: Observed, restart
         return state.fail(why.failure, why.message)
     if why:
         state.warn_on_change("Running", False, why.reason, why.message)
-    elif state.holds("Running") or not restarting and find(state.status.conditions, "Running"):
+    elif find(state.status.conditions, "Running"):  # no longer all running, or a waiting reason that went away
         state.condition("Running", False, "WorkersNotRunning", f"{running}/{nodes} workers running")
     timeout = job.spec.run_policy.scheduling_timeout_seconds
     if timeout and not restarting and seconds_since(_not_running_since(state), observed.now) >= timeout:
