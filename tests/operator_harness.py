@@ -120,9 +120,11 @@ class Harness:
             self._operator = None
             self._connect()
 
-    def _record_event(self, body: dict, kind: str, reason: str, message: str) -> None:
-        self.context.cluster.post_event(body, kind, reason, message)
-        self.events.append((body["metadata"]["name"], kind, reason, message))
+    def _record_event(self, body: dict, kind: str, reason: str, message: str, name: str) -> bool:
+        created = self.context.cluster.post_event(body, kind, reason, message, name)
+        if created:
+            self.events.append((body["metadata"]["name"], kind, reason, message))
+        return created
 
     # --- for tests --------------------------------------------------------------------------
 

@@ -442,3 +442,81 @@ def test_kubetune_operator_command_serves_liveness_and_metrics(harness, tmp_path
             raise
     output = (tmp_path / "operator.log").read_text()
     assert "Traceback" not in output, output[-3000:]
+
+
+class FlakyCluster:
+    """The operator's cluster access, failing once, at its n-th write (a create, patch, delete
+    or Event), as an API server error or an operator crash between two writes would."""
+
+    WRITES = {"create", "patch_stateful_set", "patch_job_status", "post_event", "delete_pods", "delete_job"}
+
+    def __init__(self, cluster, fail_at):
+        self._cluster, self._left = cluster, fail_at
+        self.replicas: list[int] = []  # every worker count the operator set, in order
+
+    def __getattr__(self, name):
+        method = getattr(self._cluster, name)
+        if name not in self.WRITES:
+            return method
+
+        def write(*args, **kwargs):
+            self._left -= 1
+            if self._left == 0:
+                raise RuntimeError(f"the API server failed the operator's {name}")
+            result = method(*args, **kwargs)
+            if name == "patch_stateful_set":
+                self.replicas.append(args[2]["spec"]["replicas"])
+            return result
+        return write
+
+
+@pytest.mark.parametrize("fail_at", range(1, 17))
+def test_a_failed_write_at_any_point_never_trains_twice_or_loses_an_event(harness, fail_at):
+    from kubetune.handlers.cluster import Cluster
+    import kubernetes.client
+
+    flaky = FlakyCluster(Cluster(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=harness.url)),
+                                 request_timeout=3), fail_at)
+    harness.start_operator(cluster=flaky)
+    create_job(harness, job_document())
+    eventually(lambda: harness.cluster.stateful_set(NS, "demo-worker"), what="the workers")
+    set_worker_pod(harness, 0, container_status("running"))
+    wait_phase(harness, "Training")
+    set_worker_pod(harness, 0, container_status("running", restarts=1, last=(0, "")))  # trained; restarted
+    wait_phase(harness, "Evaluating")
+    eventually(lambda: harness.cluster.batch_job(NS, "demo-eval"), what="the evaluation Job")
+    set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.0}}}')
+    wait_phase(harness, "Succeeded")
+    time.sleep(1)  # a few more resyncs: a lost Event would be posted, a duplicate would show
+    phases = [reason for _, reason, _ in events_of(harness) if reason in
+              ("Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed")]
+    assert phases == ["Pending", "Training", "Evaluating", "Succeeded"], events_of(harness)
+    assert [reason for _, reason, _ in events_of(harness)].count("Trained") == 1
+    # Once scaled to zero after training, the workers are never scaled up again.
+    assert 0 in flaky.replicas and not any(flaky.replicas[flaky.replicas.index(0):]), flaky.replicas
+    assert replicas(harness) == 0
+
+
+def test_an_idle_jobs_status_settles(harness):
+    """Resyncs of a job where nothing changes write no status and post no Event."""
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2}))
+    eventually(lambda: harness.cluster.stateful_set(NS, "demo-worker"), what="the workers")
+    for ordinal in range(2):
+        set_worker_pod(harness, ordinal, container_status("crashloop", restarts=1, last=(1, "boom")))
+    eventually(lambda: get_job(harness)["status"]["workers"]["restarts"] == 2, what="restarts counted")
+    for ordinal in range(2):
+        set_worker_pod(harness, ordinal, container_status("running", restarts=1, last=(1, "boom")))
+    wait_phase(harness, "Training")
+    harness.cluster.core.delete_namespaced_pod("demo-worker-1", NS)  # recreated: its uid leaves the bookkeeping
+    set_worker_pod(harness, 1, container_status("running"))
+    time.sleep(1)
+    seen = len(list(harness.api_server))
+    time.sleep(3)  # about ten resyncs
+    writes = [(request.action.name, request.resource.plural, request.subresource)
+              for request in list(harness.api_server)[seen:]
+              if request.headers.get("User-Agent", "").startswith("kubetune-operator")
+              and request.action is not None and request.action.name in ("CREATE", "UPDATE", "DELETE")]
+    assert not [w for w in writes if w[1] in ("finetunejobs", "events")], writes
+    assert set(get_job(harness)["status"]["workers"]["seen"]) == {
+        pod["metadata"]["uid"] for pod in harness.objects("Pod", "demo")}  # no pod gone is kept

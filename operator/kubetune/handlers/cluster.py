@@ -23,6 +23,17 @@ def _plain(response) -> Any:
     return json.loads(response.data)
 
 
+def merge_patch(old: Any, new: Any) -> Any:
+    """The JSON merge patch (RFC 7386) that turns old into new: removed keys become None."""
+    if not (isinstance(old, dict) and isinstance(new, dict)):
+        return new
+    patch = {key: None for key in old.keys() - new.keys()}
+    for key, value in new.items():
+        if key not in old or old[key] != value:
+            patch[key] = merge_patch(old.get(key), value)
+    return patch
+
+
 class Cluster:
     def __init__(self, api_client: kubernetes.client.ApiClient, request_timeout: float = 30.0):
         api_client.user_agent = USER_AGENT  # tells the operator's requests apart in audit logs
@@ -104,24 +115,34 @@ class Cluster:
         self.apps.patch_namespaced_stateful_set(name, namespace, patch, _preload_content=False,
                                                 _request_timeout=self.timeout)
 
-    def post_event(self, job: dict[str, Any], kind: str, reason: str, message: str) -> None:
-        """A core/v1 Event about the job (what `kubectl describe ftj` and `kubectl events` show)."""
+    def post_event(self, job: dict[str, Any], kind: str, reason: str, message: str, name: str) -> bool:
+        """A core/v1 Event about the job (what `kubectl describe ftj` and `kubectl events` show).
+
+        Its name is fixed by the caller, so posting it again is answered 409 and nothing is
+        duplicated; True when it was created now."""
         meta = job["metadata"]
         now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
         event = {
             "apiVersion": "v1", "kind": "Event",
-            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "metadata": {"name": name, "namespace": meta["namespace"]},
             "involvedObject": {"apiVersion": job.get("apiVersion", f"{GROUP}/{VERSION}"), "kind": job.get("kind", KIND),
                                "name": meta["name"], "namespace": meta["namespace"], "uid": meta.get("uid")},
             "type": kind, "reason": reason, "message": message[:1024], "count": 1,
             "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubetune-operator"},
         }
-        self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False,
-                                          _request_timeout=self.timeout)
+        try:
+            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False,
+                                              _request_timeout=self.timeout)
+        except ApiException as error:
+            if error.status == 409:
+                return False
+            raise
+        return True
 
-    def patch_job_status(self, namespace: str, name: str, status: dict[str, Any]) -> None:
+    def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
+        """A JSON merge patch of the job's status (a key set to None is removed)."""
         self.custom.patch_namespaced_custom_object_status(
-            GROUP, VERSION, namespace, PLURAL, name, {"status": status}, _preload_content=False,
+            GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _preload_content=False,
             _request_timeout=self.timeout)
 
     def delete_job(self, namespace: str, name: str) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
 import urllib.request
 from dataclasses import dataclass, field
@@ -13,7 +15,9 @@ from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..api.validation import InvalidJob, parse_job
 from ..contract.progress import PROGRESS_PATH, Progress
 from ..lifecycle import (
+    Action,
     Decision,
+    Event,
     Observed,
     claim_pending,
     decide,
@@ -27,10 +31,10 @@ from ..lifecycle.conditions import seconds_since
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
-from .cluster import Cluster
+from .cluster import Cluster, merge_patch
 from .metrics import OperatorMetrics
 
-PostEvent = Callable[[dict[str, Any], str, str, str], None]  # (job body, type, reason, message)
+PostEvent = Callable[[dict[str, Any], str, str, str, str], bool]  # (job body, type, reason, message, name)
 
 
 @dataclass
@@ -95,14 +99,17 @@ def upstream_outputs(upstream: dict[str, Optional[FineTuneJobStatus]]) -> dict[s
             for name, status in upstream.items() if status and status.output}
 
 
-def apply(context: OperatorContext, job: FineTuneJob, decision: Decision,
+# Actions that only add what is missing: safe before the decision is recorded.
+CREATING = ("ensure_training_objects", "ensure_evaluation_job")
+
+
+def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
           upstream: dict[str, Optional[FineTuneJobStatus]]) -> None:
     cluster, namespace = context.cluster, job.metadata.namespace
-    kinds = {action.kind for action in decision.actions}
     rendered = None
-    if kinds & {"ensure_training_objects", "ensure_evaluation_job"}:
+    if any(action.kind in CREATING for action in actions):
         rendered = render_job(job, context.settings, upstream_outputs(upstream))
-    for action in decision.actions:
+    for action in actions:
         if action.kind == "ensure_training_objects":
             for manifest in rendered.training_objects():
                 cluster.create(manifest)
@@ -145,12 +152,35 @@ def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, n
     upstream = upstream_statuses(context, job) if job else {}
     observed = observe(context, job, upstream, status) if job else Observed(now=context.clock())
     decision = decide(job, problems, status, observed, body["metadata"].get("generation"))
+    # In this order, so that a failure anywhere repeats, and never undoes, what came before:
+    # the Events (named after the status they change, so a repeat is not posted twice) and the
+    # children that must exist, then the decision recorded in status, and only then what
+    # destroys (workers scaled to zero after training, whose exit codes are then gone).
+    _post_events(context, body, decision)
     if job is not None:
-        apply(context, job, decision, upstream)
-    if decision.wire_status() != (body.get("status") or {}):
-        context.cluster.patch_job_status(namespace, name, decision.wire_status())
+        apply(context, job, [a for a in decision.actions if a.kind in CREATING], upstream)
+    patch = merge_patch(body.get("status") or {}, decision.wire_status())
+    if patch:
+        context.cluster.patch_job_status(namespace, name, patch)
+    if job is not None:
+        apply(context, job, [a for a in decision.actions if a.kind not in CREATING], upstream)
     _report(context, body, decision)
     return decision
+
+
+def event_name(body: dict[str, Any], event: Event, index: int) -> str:
+    """The same for the same Event decided from the same stored status: a reconcile retried
+    after a failed write decides it again, and its post is answered 409."""
+    meta = body["metadata"]
+    status = json.dumps(body.get("status") or {}, sort_keys=True)
+    key = f"{meta.get('uid')}/{status}/{index}/{event.reason}"
+    return f"{meta['name']}.{hashlib.sha256(key.encode()).hexdigest()[:16]}"
+
+
+def _post_events(context: OperatorContext, body: dict[str, Any], decision: Decision) -> None:
+    post = context.post_event or context.cluster.post_event
+    for index, event in enumerate(decision.events):
+        post(body, event.type, event.reason, event.message, event_name(body, event, index))
 
 
 def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) -> None:
@@ -163,6 +193,3 @@ def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) 
     context.metrics.observe_status(namespace, name, decision.status)
     if decision.status.evaluation:
         context.metrics.observe_evaluation(namespace, name, decision.status.evaluation.metrics)
-    post = context.post_event or context.cluster.post_event
-    for event in decision.events:
-        post(body, event.type, event.reason, event.message)

@@ -47,7 +47,9 @@ def count_workers(old: Optional[WorkersStatus], observed: Observed,
 def restart_message(restart: Restart, status: WorkersStatus, backoff_limit: int) -> str:
     termination = restart.pod.last_terminated or restart.pod.terminated
     why = ""
-    if termination is not None:
+    if termination is not None and termination.exit_code == 0:
+        why = " after it finished (exit code 0)"
+    elif termination is not None:
         report = report_of(termination)
         why = f" after {report.reason} (exit code {termination.exit_code}): {report.message.splitlines()[0][:300]}"
     return f"{restart.pod.name} restarted{why}; {status.restarts} of backoffLimit {backoff_limit} restarts used"
