@@ -90,6 +90,10 @@ def test_invalid_job_exits_2_naming_the_field(tmp_path):
     result = kubetune_run(str(bad), cwd=tmp_path)
     assert result.returncode == 2 and "spec.method" in result.stderr
     assert not (tmp_path / "kubetune-runs").exists()
+    binary = tmp_path / "model.bin"
+    binary.write_bytes(bytes(range(256)) * 4)
+    result = kubetune_run(str(binary), cwd=tmp_path)
+    assert result.returncode == 2 and result.stderr.strip() == f"{binary}: not a text file (UTF-8)"
 
 
 def write_job(folder, name, **spec):

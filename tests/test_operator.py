@@ -520,3 +520,40 @@ def test_an_idle_jobs_status_settles(harness):
     assert not [w for w in writes if w[1] in ("finetunejobs", "events")], writes
     assert set(get_job(harness)["status"]["workers"]["seen"]) == {
         pod["metadata"]["uid"] for pod in harness.objects("Pod", "demo")}  # no pod gone is kept
+
+
+def test_the_operators_writes_reuse_one_connection(harness):
+    from kubetune.handlers.cluster import Cluster
+    import kubernetes.client
+
+    cluster = Cluster(kubernetes.client.ApiClient(kubernetes.client.Configuration(host=harness.url)))
+    for index in range(20):
+        manifest = {"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": f"c{index}", "namespace": NS}}
+        assert cluster.create(manifest) and not cluster.create(manifest)  # created, then 409
+        cluster.stateful_set(NS, "absent")  # a 404 read in between
+    pools = cluster.core.api_client.rest_client.pool_manager.pools
+    (key,) = pools.keys()
+    assert pools[key].num_connections == 1
+
+
+def test_a_spec_is_checked_once_per_generation_and_forgotten_with_its_job(harness, monkeypatch):
+    import kubetune.handlers.reconcile as reconcile_module
+
+    parsed = []
+    real = reconcile_module.parse_job
+    monkeypatch.setattr(reconcile_module, "parse_job", lambda body: parsed.append(body["metadata"]["generation"])
+                        or real(body))
+    context = harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}))
+    wait_phase(harness, "Pending")
+    time.sleep(1)  # several resyncs
+    patch_spec(harness, "demo", {"resources": {"nodes": 3, "elastic": {"minNodes": 1, "maxNodes": 4}}})
+    eventually(lambda: replicas(harness) == 3, what="the new generation applied")
+    time.sleep(1)
+    assert parsed == [1, 2]
+    assert context.metrics.jobs.labels(NS, "Pending")._value.get() == 1
+    harness.cluster.delete_job(NS, "demo")
+    eventually(lambda: ("ml", "demo") not in context._parsed, what="the job forgotten")
+    assert context.metrics.jobs.labels(NS, "Pending")._value.get() == 0  # its metrics go with it
+    exposed = {sample.labels.get("job") for family in context.metrics.registry.collect() for sample in family.samples}
+    assert "demo" not in exposed

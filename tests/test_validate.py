@@ -198,20 +198,49 @@ def test_every_problem_is_reported_at_once(tmp_path):
     assert "spec.resources.nodes" in output and "spec.resources.gpusPerNode" in output
 
 
+def alias_bomb(levels=9):
+    text = 'a: &a ["x","x","x","x","x","x","x","x","x"]\n'
+    for level in range(1, levels):
+        previous, current = chr(ord("a") + level - 1), chr(ord("a") + level)
+        text += f"{current}: &{current} [" + ",".join([f"*{previous}"] * 9) + "]\n"
+    return text.encode()
+
+
 @pytest.mark.parametrize(
     "content,reason",
     [
-        ("spec: [unclosed", "invalid YAML"),
-        ("", "no FineTuneJob"),
-        ("- just\n- a list\n", "expected a FineTuneJob mapping"),
+        (b"spec: [unclosed", "invalid YAML"),
+        (b"", "no FineTuneJob"),
+        (b"- just\n- a list\n", "expected a FineTuneJob mapping"),
+        (bytes(range(256)), "not a text file (UTF-8)"),
+        (b"kind: FineTuneJob\x00\n", "not a text file"),
+        (b"# padding\n" * 330_000, "more than the API server takes (3 MiB)"),
+        (b"[" * 50_000 + b"]" * 50_000, "nested too deeply"),
+        (b"apiVersion: kubetune.io/v1alpha1\nkind: FineTuneJob\nkind: FineTuneJob\n", "duplicate key 'kind'"),
+        (alias_bomb(), "expand to more than 100000 values"),
     ],
+    ids=["unclosed", "empty", "a list", "binary", "NUL", "5 MB", "deep", "duplicate key", "alias bomb"],
 )
-def test_unreadable_files_are_reported_not_raised(tmp_path, content, reason):
+def test_unreadable_files_are_reported_in_one_line_not_raised(tmp_path, content, reason):
     path = tmp_path / "job.yaml"
-    path.write_text(content)
+    path.write_bytes(content)
     result = run_cli("validate", str(path))
     assert result.exit_code == 1
     assert result.output.startswith(f"{path}: ") and reason in result.output
+    assert result.output.count("\n") == 1
+
+
+def test_two_jobs_of_one_name_in_a_file_are_refused(tmp_path):
+    path = tmp_path / "jobs.yaml"
+    path.write_text(yaml.safe_dump_all([MINIMAL_JOB, MINIMAL_JOB]))
+    result = run_cli("validate", str(path))
+    assert result.exit_code == 1
+    assert f"{path}[2]: metadata.name: another job of this file is named demo" in result.output
+
+
+def test_integers_beyond_64_bits_are_refused_naming_the_field():
+    with pytest.raises(InvalidJob, match=r"spec.evaluation.sampling.seed: \d+ does not fit in a 64-bit integer"):
+        parse_job(with_spec(evaluation={"sampling": {"seed": 2**64}}))
 
 
 def test_missing_file_is_named(tmp_path):

@@ -8,6 +8,7 @@ the CRD), and the `spec.training` keys against the method's TRL config class.
 from __future__ import annotations
 
 import functools
+import threading
 from dataclasses import dataclass
 from typing import Any, Iterator, Optional
 
@@ -95,11 +96,17 @@ def cel_rules_of(model_class: type[BaseModel]) -> list[dict[str, str]]:
     return list(extra.get("x-kubernetes-validations", [])) if isinstance(extra, dict) else []
 
 
+# cel-python is not safe for concurrent use (its parser and evaluator share state), and the
+# operator reconciles jobs in several threads.
+_CEL_LOCK = threading.Lock()
+
+
 def _evaluate(expression: str, value: dict[str, Any], old_value: Optional[dict[str, Any]]) -> Any:
-    activation = {"self": celpy.json_to_cel(value)}
-    if old_value is not None:
-        activation["oldSelf"] = celpy.json_to_cel(old_value)
-    return _compiled(expression).evaluate(activation)
+    with _CEL_LOCK:
+        activation = {"self": celpy.json_to_cel(value)}
+        if old_value is not None:
+            activation["oldSelf"] = celpy.json_to_cel(old_value)
+        return _compiled(expression).evaluate(activation)
 
 
 def evaluate_rule(rule: str, value: dict[str, Any], old_value: Optional[dict[str, Any]] = None) -> bool:
@@ -155,11 +162,29 @@ def training_problems(job: FineTuneJob) -> list[Problem]:
     ]
 
 
+INT64 = 2**63
+
+
+def out_of_range(value: Any, path: str = "") -> Iterator[Problem]:
+    """Integers the API server cannot hold (JSON numbers are int64 there)."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            yield from out_of_range(child, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, child in enumerate(value):
+            yield from out_of_range(child, f"{path}[{index}]")
+    elif isinstance(value, int) and not isinstance(value, bool) and not -INT64 <= value < INT64:
+        yield Problem(path, f"{value} does not fit in a 64-bit integer")
+
+
 def parse_job(document: Any, old_document: Any = None) -> FineTuneJob:
     """A validated FineTuneJob, or InvalidJob listing every problem by field path."""
     if not isinstance(document, dict):
         raise InvalidJob([Problem("", f"expected a FineTuneJob mapping, got {type(document).__name__}")])
     body = {key: value for key, value in document.items() if key != "status"}
+    too_large = list(out_of_range(body))
+    if too_large:
+        raise InvalidJob(too_large)
     try:
         job = FineTuneJob.model_validate(body)
     except ValidationError as error:

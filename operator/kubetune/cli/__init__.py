@@ -14,7 +14,7 @@ from ..api.crd import render_crd_yaml
 from ..api.models import FineTuneJob
 from ..api.validation import InvalidJob, Problem, parse_job
 from ..render import RenderSettings, output_location, render_job
-from ..yamlio import dump_all
+from ..yamlio import UnreadableYAML, dump_all, load_all
 
 
 @dataclass
@@ -27,26 +27,29 @@ class LoadedJob:
 def load_jobs(path: str) -> Iterator[LoadedJob]:
     """Every FineTuneJob in a YAML file, each either parsed or with its problems."""
     try:
-        text = Path(path).read_text()
+        documents = load_all(Path(path).read_bytes())
     except OSError as error:
         yield LoadedJob(path, None, [Problem("", f"cannot read: {error.strerror or error}")])
         return
-    try:
-        documents = [d for d in yaml.safe_load_all(text) if d is not None]
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
-        reason = getattr(error, "problem", None) or str(error)
-        yield LoadedJob(path, None, [Problem("", f"{where}invalid YAML: {reason}")])
+    except UnreadableYAML as error:
+        yield LoadedJob(path, None, [Problem("", str(error))])
         return
     if not documents:
         yield LoadedJob(path, None, [Problem("", "no FineTuneJob in this file")])
+    names: set[tuple[Any, Any]] = set()
     for index, document in enumerate(documents, start=1):
         label = path if len(documents) == 1 else f"{path}[{index}]"
         try:
-            yield LoadedJob(label, parse_job(document), [])
+            job = parse_job(document)
         except InvalidJob as error:
             yield LoadedJob(label, None, error.problems)
+        except RecursionError:
+            yield LoadedJob(label, None, [Problem("", "nested too deeply")])
+        else:
+            key = (job.metadata.namespace, job.metadata.name)
+            yield LoadedJob(label, None if key in names else job, [Problem(
+                "metadata.name", f"another job of this file is named {job.metadata.name}")] if key in names else [])
+            names.add(key)
 
 
 def _report(loaded: LoadedJob) -> None:

@@ -20,7 +20,16 @@ USER_AGENT = "kubetune-operator/0.1.0"
 
 
 def _plain(response) -> Any:
-    return json.loads(response.data)
+    return json.loads(_done(response))
+
+
+def _done(response) -> bytes:
+    """The whole body, read, so the connection goes back to the pool for the next request
+    (an unread response leaves it busy, and the next request opens a new one)."""
+    try:
+        return response.data
+    finally:
+        response.release_conn()
 
 
 def merge_patch(old: Any, new: Any) -> Any:
@@ -94,7 +103,7 @@ class Cluster:
             "Job": self.batch.create_namespaced_job,
         }[manifest["kind"]]
         try:
-            create(namespace, manifest, _preload_content=False, _request_timeout=self.timeout)
+            _done(create(namespace, manifest, _preload_content=False, _request_timeout=self.timeout))
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -105,15 +114,15 @@ class Cluster:
         """Delete a job's pods of one role; their controller creates them anew."""
         for pod in self.pods(namespace, job_name, role):
             try:
-                self.core.delete_namespaced_pod(pod["metadata"]["name"], namespace, _preload_content=False,
-                                                _request_timeout=self.timeout)
+                _done(self.core.delete_namespaced_pod(pod["metadata"]["name"], namespace, _preload_content=False,
+                                                      _request_timeout=self.timeout))
             except ApiException as error:
                 if error.status != 404:
                     raise
 
     def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
-        self.apps.patch_namespaced_stateful_set(name, namespace, patch, _preload_content=False,
-                                                _request_timeout=self.timeout)
+        _done(self.apps.patch_namespaced_stateful_set(name, namespace, patch, _preload_content=False,
+                                                      _request_timeout=self.timeout))
 
     def post_event(self, job: dict[str, Any], kind: str, reason: str, message: str, name: str) -> bool:
         """A core/v1 Event about the job (what `kubectl describe ftj` and `kubectl events` show).
@@ -131,8 +140,8 @@ class Cluster:
             "firstTimestamp": now, "lastTimestamp": now, "source": {"component": "kubetune-operator"},
         }
         try:
-            self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False,
-                                              _request_timeout=self.timeout)
+            _done(self.core.create_namespaced_event(meta["namespace"], event, _preload_content=False,
+                                                    _request_timeout=self.timeout))
         except ApiException as error:
             if error.status == 409:
                 return False
@@ -141,15 +150,15 @@ class Cluster:
 
     def patch_job_status(self, namespace: str, name: str, patch: dict[str, Any]) -> None:
         """A JSON merge patch of the job's status (a key set to None is removed)."""
-        self.custom.patch_namespaced_custom_object_status(
+        _done(self.custom.patch_namespaced_custom_object_status(
             GROUP, VERSION, namespace, PLURAL, name, {"status": patch}, _preload_content=False,
-            _request_timeout=self.timeout)
+            _request_timeout=self.timeout))
 
     def delete_job(self, namespace: str, name: str) -> None:
         try:
-            self.custom.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                                        propagation_policy="Background", _preload_content=False,
-                                                        _request_timeout=self.timeout)
+            _done(self.custom.delete_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, propagation_policy="Background", _preload_content=False,
+                _request_timeout=self.timeout))
         except ApiException as error:
             if error.status != 404:
                 raise

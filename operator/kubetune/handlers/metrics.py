@@ -34,6 +34,7 @@ class OperatorMetrics:
         self.resync_time = Gauge("kubetune_resync_last_success_timestamp_seconds",
                                  "When the operator last reconciled every job (Unix time).", registry=self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
+        self._evaluated: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (metric, model) series per job
 
     def observe_phase(self, namespace: str, name: str, phase: str) -> bool:
         """Record a job's phase; True when it changed."""
@@ -64,9 +65,12 @@ class OperatorMetrics:
                 gauge.remove(namespace, name)
             except KeyError:
                 pass
+        for metric, model in self._evaluated.pop((namespace, name), set()):
+            self.evaluation.remove(namespace, name, metric, model)
 
     def observe_evaluation(self, namespace: str, name: str, metrics: dict[str, MetricValue]) -> None:
         for metric, value in metrics.items():
             for model, number in (("tuned", value.tuned), ("base", value.base)):
                 if number is not None:
                     self.evaluation.labels(namespace, name, metric, model).set(number)
+                    self._evaluated.setdefault((namespace, name), set()).add((metric, model))

@@ -46,9 +46,39 @@ class OperatorContext:
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     progress_timeout: float = 1.0
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
+    # The parsed spec of each job, by (namespace, name): (uid, generation, job, problems).
+    _parsed: dict[tuple[str, str], tuple[Any, Any, Optional[FineTuneJob], list[str]]] = field(default_factory=dict)
 
     def lock(self, namespace: str, name: str) -> threading.Lock:
         return self._locks.setdefault((namespace, name), threading.Lock())
+
+    def parsed(self, body: dict[str, Any]) -> tuple[Optional[FineTuneJob], list[str]]:
+        """The job's spec parsed and its rules checked once per generation, not per reconcile."""
+        meta = body["metadata"]
+        key, version = (meta.get("namespace", "default"), meta["name"]), (meta.get("uid"), meta.get("generation"))
+        cached = self._parsed.get(key)
+        if cached is None or cached[:2] != version or version[1] is None:
+            try:
+                job, problems = parse_job(body), []
+            except InvalidJob as error:
+                job, problems = None, [str(problem) for problem in error.problems]
+            cached = self._parsed[key] = (*version, job, problems)
+        return cached[2], cached[3]
+
+    def forget(self, namespace: str, name: str) -> None:
+        """Drop what is kept about a job that is gone."""
+        self._parsed.pop((namespace, name), None)
+        self._locks.pop((namespace, name), None)
+        self.metrics.forget(namespace, name)
+
+    def known(self) -> set[tuple[str, str]]:
+        return set(self._parsed)
+
+    def forget_missing(self, known: set[tuple[str, str]], listed: set[tuple[str, str]]) -> None:
+        """Drop what is kept about jobs known before a listing and missing from it (deleted
+        while unobserved); a job first seen during the listing is not among them."""
+        for namespace, name in known - listed:
+            self.forget(namespace, name)
 
 
 def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[Progress]:
@@ -135,7 +165,7 @@ def reconcile(context: OperatorContext, body: dict[str, Any]) -> Optional[Decisi
             # Re-read under the lock: the body a trigger carried may predate another reconcile.
             current = context.cluster.fine_tune_job(namespace, name)
             if current is None:
-                context.metrics.forget(namespace, name)
+                context.forget(namespace, name)
                 return None
             return _reconcile(context, current, namespace, name)
         except Exception:
@@ -145,10 +175,7 @@ def reconcile(context: OperatorContext, body: dict[str, Any]) -> Optional[Decisi
 
 def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, name: str) -> Decision:
     status = read_status(body)
-    try:
-        job, problems = parse_job(body), []
-    except InvalidJob as error:
-        job, problems = None, [str(problem) for problem in error.problems]
+    job, problems = context.parsed(body)
     upstream = upstream_statuses(context, job) if job else {}
     observed = observe(context, job, upstream, status) if job else Observed(now=context.clock())
     decision = decide(job, problems, status, observed, body["metadata"].get("generation"))

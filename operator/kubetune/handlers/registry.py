@@ -21,6 +21,7 @@ async def resync(context: OperatorContext, interval: float, namespaces: list[str
     """Reconcile every job every `interval` seconds, until the operator stops."""
     while True:
         await asyncio.sleep(interval)
+        known = context.known()
         try:
             jobs = await asyncio.to_thread(context.cluster.fine_tune_jobs, namespaces)
         except Exception as error:  # the API server may be briefly away; try again next round
@@ -31,6 +32,8 @@ async def resync(context: OperatorContext, interval: float, namespaces: list[str
                 await asyncio.to_thread(reconcile, context, job)
             except Exception as error:
                 logger.warning(f"resync of {job['metadata']['name']}: {error}")
+        context.forget_missing(known, {(job["metadata"].get("namespace", "default"), job["metadata"]["name"])
+                                       for job in jobs})
         context.metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
 
 
@@ -51,6 +54,11 @@ def make_registry(context: OperatorContext, interval: float = 10.0, login: bool 
         @kopf.on.login(registry=registry)
         def log_in(**kwargs: Any) -> Any:
             return kopf.login_via_client(**kwargs)
+
+    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
+    def job_deleted(body: kopf.Body, namespace: str, name: str, type: str, **_: Any) -> None:
+        if type == "DELETED":  # no finalizer: the job is already gone
+            context.forget(namespace, name)
 
     @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
     @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
