@@ -65,7 +65,8 @@ class _StrictLoader(yaml.SafeLoader):
 def load_all(data: bytes) -> list[Any]:
     """Every non-empty document of a YAML file, or UnreadableYAML saying why not."""
     if len(data) > MAX_BYTES:
-        raise UnreadableYAML(f"{len(data) / 2**20:.1f} MiB is more than the API server takes ({MAX_BYTES // 2**20} MiB)")
+        limit = MAX_BYTES // 2**20
+        raise UnreadableYAML(f"{len(data) / 2**20:.1f} MiB is more than the API server takes ({limit} MiB)")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError:
