@@ -20,7 +20,7 @@ from typing import Iterable
 
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig
-from kubetune.contract.failure import LAST_LOG_LINES, FailureReport, classify_text, last_line
+from kubetune.contract.failure import LAST_LOG_LINES, FailureReport
 from kubetune.contract.output import CompletionRecord
 
 from ..config import load_config
@@ -51,8 +51,7 @@ def failure_report(report_file: Path, code: int, logs: str) -> FailureReport:
     """The failing rank's report when it left one; else what torchrun's output shows."""
     report = FailureReport.read(report_file.read_text()) if report_file.exists() else None
     if report is None:
-        reason = classify_text(logs) or "Crashed"
-        report = FailureReport(reason=reason, message=last_line(logs) or f"training exited with code {code}")
+        return FailureReport.from_logs(logs, code)
     return report.model_copy(update={"last_logs": logs or None})
 
 

@@ -142,13 +142,18 @@ def cel_problems(job: FineTuneJob, old_job: Optional[FineTuneJob] = None) -> lis
     old_models = dict(_models_with_paths(old_job, "")) if old_job is not None else {}
     problems = []
     for path, model in _models_with_paths(job, ""):
-        for rule in cel_rules_of(type(model)):
+        rules = cel_rules_of(type(model))
+        if not rules:
+            continue
+        # Dumped once per model, not once per rule: a spec carries a few dozen rules.
+        value = model.model_dump(mode="json", by_alias=True, exclude_none=True)
+        old_model = old_models.get(path)
+        old_dump = old_model.model_dump(mode="json", by_alias=True, exclude_none=True) if old_model else None
+        for rule in rules:
             transition = "oldSelf" in rule["rule"]
-            old_model = old_models.get(path)
-            if transition and old_model is None:
+            if transition and old_dump is None:
                 continue
-            value = model.model_dump(mode="json", by_alias=True, exclude_none=True)
-            old_value = old_model.model_dump(mode="json", by_alias=True, exclude_none=True) if transition else None
+            old_value = old_dump if transition else None
             if not evaluate_rule(rule["rule"], value, old_value):
                 message = rule_message(rule, value, old_value)
                 problems.append(Problem((path + rule.get("fieldPath", "")).lstrip("."), message))

@@ -79,6 +79,12 @@ class FailureReport(Document):
             lines = lines[1:]
 
     @classmethod
+    def from_logs(cls, logs: str, exit_code: int) -> "FailureReport":
+        """What a log tail shows when no report was left: the class its text names, and its last line."""
+        return cls(reason=classify_text(logs) or "Crashed", message=last_line(logs) or f"exit code {exit_code}",
+                   last_logs=logs or None)
+
+    @classmethod
     def read(cls, message: str) -> Optional["FailureReport"]:
         """The report in a termination message, or None when the message is not one (an older
         image's plain text, or the kubelet's fallback to the last log lines)."""

@@ -6,7 +6,7 @@ from typing import Optional
 
 from .. import contract
 from ..api.models import FailureStatus
-from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport, classify_text, last_line
+from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
 from .observed import Termination, WorkerPod
 
 
@@ -22,9 +22,7 @@ def report_of(termination: Termination) -> FailureReport:
     if termination.exit_code == contract.EXIT_PERMANENT:
         return FailureReport(reason="PermanentError", message=termination.message or
                              "a worker exited with the permanent error code")
-    text = termination.message
-    return FailureReport(reason=classify_text(text) or "Crashed",
-                         message=last_line(text) or f"exit code {termination.exit_code}", last_logs=text or None)
+    return FailureReport.from_logs(termination.message, termination.exit_code)
 
 
 def failure(reason: str, message: str, pod: Optional[WorkerPod] = None,
