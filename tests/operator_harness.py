@@ -16,7 +16,7 @@ from kube_emulator import make_api_server
 from kubetune.handlers.cluster import USER_AGENT, Cluster
 from kubetune.handlers.metrics import OperatorMetrics
 from kubetune.handlers.reconcile import OperatorContext
-from kubetune.handlers.registry import make_registry
+from kubetune.handlers.registry import Controller, make_registry
 from kubetune.render import RenderSettings
 
 # The Kubernetes client must never read a real kubeconfig in tests.
@@ -81,12 +81,13 @@ class Harness:
     # --- the operator -----------------------------------------------------------------------
 
     def start_operator(self, interval: float = 0.3, cluster: Optional[Cluster] = None,
-                       settings: RenderSettings = RenderSettings()) -> OperatorContext:
+                       settings: RenderSettings = RenderSettings(), workers: int = 4) -> OperatorContext:
         context = OperatorContext(cluster or Cluster(kubernetes.client.ApiClient(
             kubernetes.client.Configuration(host=self.url)), request_timeout=3), settings, OperatorMetrics(),
             post_event=self._record_event, progress_timeout=0.5)
         self.context = context
-        registry = make_registry(context, interval=interval, login=False)
+        self.controller = Controller(context, interval=interval, workers=workers)
+        registry = make_registry(self.controller, login=False)
 
         @kopf.on.login(registry=registry)
         def login(**_: Any) -> kopf.ConnectionInfo:
@@ -109,6 +110,7 @@ class Harness:
     def stop_operator(self) -> None:
         """Stop kopf as a killed process would stop: at once, mid-work."""
         if self._operator is not None:
+            self.controller.stop()  # its threads, which a killed process would lose with it
             self._loop.call_soon_threadsafe(self._operator.cancel)
             # Wait until kopf has really finished (polled from here: kopf cancels every task
             # created after it started, a stopper coroutine and the server side of every

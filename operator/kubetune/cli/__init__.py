@@ -108,19 +108,24 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--peering", default=None, help="KopfPeering name: one active replica among several.")
 @click.option("--trainer-image", default=RenderSettings.trainer_image, show_default=True)
 @click.option("--evaluator-image", default=RenderSettings.evaluator_image, show_default=True)
-@click.option("--interval", default=10.0, show_default=True, help="Seconds between reconciles of each job.")
+@click.option("--interval", default=10.0, show_default=True,
+              help="Seconds between resyncs of each job (clocks, deadlines, progress); changes act at once.")
+@click.option("--workers", default=8, show_default=True, help="Jobs reconciled at the same time.")
+@click.option("--qps", default=50.0, show_default=True, help="API requests per second, on average (as client-go).")
+@click.option("--burst", default=100, show_default=True, help="API requests allowed at once above --qps.")
 @click.option("--job-pod-defaults", "defaults_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations, trainerResources, "
                    "evaluatorResources for the pods of every job (the chart's job-pod-defaults).")
 def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, evaluator_image, interval,
-             defaults_file) -> None:
+             workers, qps, burst, defaults_file) -> None:
     """Run the FineTuneJob controller (cluster-wide unless --namespace is given)."""
-    from ..handlers.main import run_operator
+    from ..handlers.main import Pace, run_operator
 
     defaults = yaml.safe_load(Path(defaults_file).read_text()) or {} if defaults_file else {}
     settings = RenderSettings.from_job_pod_defaults(defaults, trainer_image=trainer_image,
                                                     evaluator_image=evaluator_image)
-    run_operator(list(namespaces), liveness_port, metrics_port, peering, settings, interval)
+    run_operator(list(namespaces), liveness_port, metrics_port, peering, settings,
+                 Pace(interval=interval, workers=workers, qps=qps, burst=burst))
 
 
 def _pick(jobs: list[FineTuneJob], name: Optional[str], file: str) -> FineTuneJob:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from typing import Optional
 
 import kopf
@@ -13,7 +14,17 @@ from ..render import RenderSettings
 from .cluster import Cluster
 from .metrics import OperatorMetrics
 from .reconcile import OperatorContext
-from .registry import make_registry
+from .registry import Controller, make_registry
+
+
+@dataclass(frozen=True)
+class Pace:
+    """How often and how hard the operator works the API server."""
+
+    interval: float = 10.0  # seconds between resyncs of each job
+    workers: int = 8  # reconciles at the same time
+    qps: float = 50.0  # API requests per second, on average
+    burst: int = 100  # requests at once above qps
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -30,13 +41,15 @@ def run_operator(
     metrics_port: int,
     peering: Optional[str],
     settings: RenderSettings,
-    interval: float,
+    pace: Pace = Pace(),
 ) -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    context = OperatorContext(Cluster(api_client()), settings, OperatorMetrics())
+    cluster = Cluster(api_client(), qps=pace.qps, burst=pace.burst)
+    context = OperatorContext(cluster, settings, OperatorMetrics())
     start_http_server(metrics_port, registry=context.metrics.registry)
+    controller = Controller(context, namespaces, pace.interval, pace.workers)
     kopf.run(
-        registry=make_registry(context, interval, namespaces=namespaces),
+        registry=make_registry(controller),
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, ProcessCollector
 
 from ..api.models import FineTuneJobStatus
 from ..contract.evaluation import MetricValue
@@ -12,6 +12,7 @@ from ..lifecycle.conditions import is_true
 class OperatorMetrics:
     def __init__(self, registry: CollectorRegistry | None = None):
         self.registry = registry or CollectorRegistry()
+        ProcessCollector(registry=self.registry)  # process_cpu_seconds_total, process_resident_memory_bytes
         self.jobs = Gauge("kubetune_jobs", "FineTuneJobs by phase.", ["namespace", "phase"], registry=self.registry)
         self.transitions = Counter("kubetune_job_phase_transitions_total", "Phase changes of FineTuneJobs.",
                                    ["namespace", "phase"], registry=self.registry)

@@ -31,9 +31,11 @@ from ..lifecycle.conditions import seconds_since
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
-from .cluster import Cluster, merge_patch
+from .cache import ClusterCache
+from .cluster import FINE_TUNE_JOB, Cluster, merge_patch
 from .metrics import OperatorMetrics
 
+_LOCKS_LOCK = threading.Lock()
 PostEvent = Callable[[dict[str, Any], str, str, str, str], bool]  # (job body, type, reason, message, name)
 
 
@@ -45,12 +47,24 @@ class OperatorContext:
     post_event: Optional[PostEvent] = None
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     progress_timeout: float = 1.0
+    # Where reconciles read the cluster: the watch-fed cache when the operator runs, else the API.
+    cache: Optional[ClusterCache] = None
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     # The parsed spec of each job, by (namespace, name): (uid, generation, job, problems).
     _parsed: dict[tuple[str, str], tuple[Any, Any, Optional[FineTuneJob], list[str]]] = field(default_factory=dict)
 
+    @property
+    def reads(self) -> Cluster | ClusterCache:
+        return self.cache if self.cache is not None else self.cluster
+
+    def remember(self, kind: str, stored: Optional[dict[str, Any]]) -> None:
+        """An object as the API server answered a write, into the cache at once."""
+        if self.cache is not None and stored:
+            self.cache.apply(kind, "MODIFIED", stored)
+
     def lock(self, namespace: str, name: str) -> threading.Lock:
-        return self._locks.setdefault((namespace, name), threading.Lock())
+        with _LOCKS_LOCK:
+            return self._locks.setdefault((namespace, name), threading.Lock())
 
     def parsed(self, body: dict[str, Any]) -> tuple[Optional[FineTuneJob], list[str]]:
         """The job's spec parsed and its rules checked once per generation, not per reconcile."""
@@ -71,15 +85,6 @@ class OperatorContext:
         self._locks.pop((namespace, name), None)
         self.metrics.forget(namespace, name)
 
-    def known(self) -> set[tuple[str, str]]:
-        return set(self._parsed)
-
-    def forget_missing(self, known: set[tuple[str, str]], listed: set[tuple[str, str]]) -> None:
-        """Drop what is kept about jobs known before a listing and missing from it (deleted
-        while unobserved); a job first seen during the listing is not among them."""
-        for namespace, name in known - listed:
-            self.forget(namespace, name)
-
 
 def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[Progress]:
     """Rank 0's /progress, through worker 0's pod IP; None while it cannot be reached."""
@@ -97,7 +102,7 @@ def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[Progre
 
 def upstream_statuses(context: OperatorContext, job: FineTuneJob) -> dict[str, Optional[FineTuneJobStatus]]:
     """The status of each job:// upstream (None: it does not exist)."""
-    bodies = {name: context.cluster.fine_tune_job(job.metadata.namespace, name) for name in upstream_jobs(job)}
+    bodies = {name: context.reads.fine_tune_job(job.metadata.namespace, name) for name in upstream_jobs(job)}
     return {name: read_status(body) if body else None for name, body in bodies.items()}
 
 
@@ -107,7 +112,7 @@ def read_status(body: dict[str, Any]) -> FineTuneJobStatus:
 
 def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Optional[FineTuneJobStatus]],
             status: FineTuneJobStatus) -> Observed:
-    cluster, namespace, name = context.cluster, job.metadata.namespace, job.metadata.name
+    cluster, namespace, name = context.reads, job.metadata.namespace, job.metadata.name
     pods = cluster.pods(namespace, name, "worker")
     evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
     claim = cluster.claim(namespace, output_location(job).claim_name) if reads_claim(status) else None
@@ -135,42 +140,48 @@ CREATING = ("ensure_training_objects", "ensure_evaluation_job")
 
 def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
           upstream: dict[str, Optional[FineTuneJobStatus]]) -> None:
-    cluster, namespace = context.cluster, job.metadata.namespace
+    cluster, reads, namespace = context.cluster, context.reads, job.metadata.namespace
     rendered = None
     if any(action.kind in CREATING for action in actions):
         rendered = render_job(job, context.settings, upstream_outputs(upstream))
     for action in actions:
         if action.kind == "ensure_training_objects":
             for manifest in rendered.training_objects():
-                cluster.create(manifest)
+                _ensure(context, manifest)
         elif action.kind == "ensure_evaluation_job" and rendered.evaluation_job:
-            cluster.create(rendered.evaluation_job)
+            _ensure(context, rendered.evaluation_job)
         elif action.kind == "scale_workers":
-            current = cluster.stateful_set(namespace, worker_set_name(job.metadata.name))
+            current = reads.stateful_set(namespace, worker_set_name(job.metadata.name))
             if current and current["spec"].get("replicas") != action.replicas:
-                cluster.patch_stateful_set(namespace, worker_set_name(job.metadata.name),
-                                           {"spec": {"replicas": action.replicas}})
+                context.remember("StatefulSet", cluster.patch_stateful_set(
+                    namespace, worker_set_name(job.metadata.name), {"spec": {"replicas": action.replicas}}))
         elif action.kind == "restart_workers":
-            cluster.delete_pods(namespace, job.metadata.name, "worker")
+            for pod in reads.pods(namespace, job.metadata.name, "worker"):
+                cluster.delete_pod(namespace, pod["metadata"]["name"])
         elif action.kind == "delete_job":
             cluster.delete_job(namespace, job.metadata.name)
 
 
-def reconcile(context: OperatorContext, body: dict[str, Any]) -> Optional[Decision]:
+def _ensure(context: OperatorContext, manifest: dict[str, Any]) -> None:
+    """Create a child the cache does not hold. A 409 is normal: the cache may lag the API."""
+    meta = manifest["metadata"]
+    if context.reads.get(manifest["kind"], meta["namespace"], meta["name"]) is None:
+        context.remember(manifest["kind"], context.cluster.create(manifest))
+
+
+def reconcile(context: OperatorContext, namespace: str, name: str) -> Optional[Decision]:
     """Bring one job one step closer to its spec, and record where it stands."""
-    meta = body["metadata"]
-    namespace, name = meta.get("namespace", "default"), meta["name"]
     with context.lock(namespace, name), context.metrics.reconcile_seconds.time():
         try:
-            # Re-read under the lock: the body a trigger carried may predate another reconcile.
-            current = context.cluster.fine_tune_job(namespace, name)
+            # Read under the lock: a trigger's copy may predate another reconcile.
+            current = context.reads.fine_tune_job(namespace, name)
             if current is None:
                 context.forget(namespace, name)
                 return None
             return _reconcile(context, current, namespace, name)
         except Exception:
             context.metrics.reconcile_errors.labels(namespace).inc()
-            raise  # kopf retries with backoff
+            raise  # the work queue tries again after a backoff
 
 
 def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, name: str) -> Decision:
@@ -188,7 +199,7 @@ def _reconcile(context: OperatorContext, body: dict[str, Any], namespace: str, n
         apply(context, job, [a for a in decision.actions if a.kind in CREATING], upstream)
     patch = merge_patch(body.get("status") or {}, decision.wire_status())
     if patch:
-        context.cluster.patch_job_status(namespace, name, patch)
+        context.remember(FINE_TUNE_JOB, context.cluster.patch_job_status(namespace, name, patch))
     if job is not None:
         apply(context, job, [a for a in decision.actions if a.kind not in CREATING], upstream)
     _report(context, body, decision)

@@ -1,45 +1,68 @@
-"""kopf handlers: every trigger reads the job and calls reconcile; none decides anything."""
+"""The running operator: informers fill the cache, changes wake a job's reconcile, a bounded
+pool of threads reconciles, and a resync spread over its interval follows clocks and progress.
+
+kopf logs in, serves liveness and runs peering; it watches nothing itself (a kopf handler on
+the jobs would put its annotations, and with them writes, on every job).
+"""
 
 from __future__ import annotations
 
-import asyncio
-import json
+import logging
+import threading
 from typing import Any, Optional
 
 import kopf
 
-from ..api.models import GROUP, PLURAL, VERSION
-from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
+from .cache import ClusterCache, Informer, start_informers
+from .queue import WorkQueue, start_workers
 from .reconcile import OperatorContext, reconcile
 
-
-def plain(body: Any) -> dict[str, Any]:
-    return json.loads(json.dumps(body, default=dict))
+log = logging.getLogger("kubetune.operator")
 
 
-async def resync(context: OperatorContext, interval: float, namespaces: list[str], logger: Any) -> None:
-    """Reconcile every job every `interval` seconds, until the operator stops."""
-    while True:
-        await asyncio.sleep(interval)
-        known = context.known()
-        try:
-            jobs = await asyncio.to_thread(context.cluster.fine_tune_jobs, namespaces)
-        except Exception as error:  # the API server may be briefly away; try again next round
-            logger.warning(f"resync: cannot list FineTuneJobs: {error}")
-            continue
-        for job in jobs:
-            try:
-                await asyncio.to_thread(reconcile, context, job)
-            except Exception as error:
-                logger.warning(f"resync of {job['metadata']['name']}: {error}")
-        context.forget_missing(known, {(job["metadata"].get("namespace", "default"), job["metadata"]["name"])
-                                       for job in jobs})
-        context.metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
+class Controller:
+    """What runs beside kopf, started and stopped with it."""
+
+    def __init__(self, context: OperatorContext, namespaces: Optional[list[str]] = None, interval: float = 10.0,
+                 workers: int = 8):
+        self.context, self.namespaces, self.interval, self.workers = context, list(namespaces or []), interval, workers
+        self.queue = WorkQueue()
+        self.stopping = threading.Event()
+        self.informers: list[Informer] = []
+        context.cache = ClusterCache(on_change=self.queue.add)
+
+    def start(self) -> None:
+        self.informers = start_informers(self.context.cluster, self.context.cache, self.namespaces, self.stopping)
+        threading.Thread(target=self._run, daemon=True, name="resync").start()
+
+    def stop(self) -> None:
+        self.stopping.set()
+        self.queue.close()
+
+    def _reconcile(self, key: tuple[str, str]) -> None:
+        if reconcile(self.context, *key) is None:
+            self.queue.forget(key)
+
+    def _run(self) -> None:
+        # No reconcile before every kind is listed: a child not yet seen would look missing.
+        while not all(informer.synced.wait(1) for informer in self.informers):
+            if self.stopping.is_set():
+                return
+        start_workers(self.queue, self._reconcile, self.workers)
+        while not self.stopping.is_set():
+            self.resync()
+            self.stopping.wait(self.interval)
+
+    def resync(self) -> None:
+        """Every job once over the next interval, evenly spread, not in one burst: pods' clocks,
+        deadlines and rank 0's progress change without any watch event."""
+        jobs = self.context.cache.jobs()
+        for index, key in enumerate(jobs):
+            self.queue.add(key, delay=index * self.interval / len(jobs))
+        self.context.metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
 
 
-def make_registry(context: OperatorContext, interval: float = 10.0, login: bool = True,
-                  namespaces: Optional[list[str]] = None) -> kopf.OperatorRegistry:
-    namespaces = list(namespaces or [])
+def make_registry(controller: Controller, login: bool = True) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.startup(registry=registry)
@@ -47,7 +70,11 @@ def make_registry(context: OperatorContext, interval: float = 10.0, login: bool 
         # No runtime scanning of CRDs and namespaces: the chart installs the CRD before the
         # operator starts and names its namespaces, so the operator needs no RBAC for those.
         settings.scanning.disabled = True
-        settings.posting.enabled = True
+        controller.start()
+
+    @kopf.on.cleanup(registry=registry)
+    def stop(**_: Any) -> None:
+        controller.stop()
 
     if login:
         # A registry of our own gets none of kopf's default login handlers.
@@ -55,32 +82,4 @@ def make_registry(context: OperatorContext, interval: float = 10.0, login: bool 
         def log_in(**kwargs: Any) -> Any:
             return kopf.login_via_client(**kwargs)
 
-    @kopf.on.event(GROUP, VERSION, PLURAL, registry=registry)
-    def job_deleted(body: kopf.Body, namespace: str, name: str, type: str, **_: Any) -> None:
-        if type == "DELETED":  # no finalizer: the job is already gone
-            context.forget(namespace, name)
-
-    @kopf.on.resume(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.create(GROUP, VERSION, PLURAL, registry=registry)
-    @kopf.on.update(GROUP, VERSION, PLURAL, field="spec", registry=registry)
-    def job_changed(body: kopf.Body, **_: Any) -> None:
-        reconcile(context, plain(body))
-
-    # Pods, Jobs and clocks change without the FineTuneJob changing: one resync loop follows
-    # them. (A per-job kopf timer would put kopf's finalizer on every job, and a job could
-    # then not be deleted while the operator is down.)
-    @kopf.on.startup(registry=registry)
-    async def start_resync(logger: kopf.Logger, **_: Any) -> None:
-        asyncio.create_task(resync(context, interval, namespaces, logger))
-
-    @kopf.on.event("", "v1", "pods", labels={ROLE_LABEL: kopf.PRESENT, JOB_NAME_LABEL: kopf.PRESENT},
-                   registry=registry)
-    def pod_changed(body: kopf.Body, namespace: str, type: str, **_: Any) -> None:
-        if type is None:  # the initial listing; the job's own handlers cover it
-            return
-        job = context.cluster.fine_tune_job(namespace, body["metadata"]["labels"][JOB_NAME_LABEL])
-        if job:
-            reconcile(context, job)
-
     return registry
-

@@ -1,0 +1,198 @@
+"""The operator's view of the cluster, fed by list+watch, so a reconcile reads memory, not the API.
+
+One informer thread per kind (and namespace) lists, then watches from the list's
+resourceVersion, and lists again when the watch breaks or its version expires (410), replacing
+what it held. Every change of an object that carries a job's label, and of the job itself,
+wakes that job's reconcile. What the operator writes goes into the view at once (the object
+the API server answered), so a reconcile right after a write never decides from the state
+before it; a watch event that is older than what is held is ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Callable, Iterable, Optional
+
+from kubernetes.client.exceptions import ApiException
+
+from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
+from .cluster import CHILD_KINDS, FINE_TUNE_JOB, Cluster
+
+log = logging.getLogger("kubetune.cache")
+WATCHED_KINDS = (FINE_TUNE_JOB, *CHILD_KINDS)
+
+Key = tuple[str, str]  # (namespace, name)
+OnChange = Callable[[Key], None]  # wakes the reconcile of the job with this key
+
+
+def _key(obj: dict[str, Any]) -> Key:
+    meta = obj.get("metadata") or {}
+    return meta.get("namespace") or "", meta.get("name") or ""
+
+
+def _version(obj: dict[str, Any]) -> int:
+    version = (obj.get("metadata") or {}).get("resourceVersion") or ""
+    return int(version) if version.isdigit() else -1
+
+
+def job_of(kind: str, obj: dict[str, Any]) -> Optional[Key]:
+    """The FineTuneJob an object belongs to: itself, or the one its label names."""
+    namespace, name = _key(obj)
+    if kind == FINE_TUNE_JOB:
+        return namespace, name
+    job = ((obj.get("metadata") or {}).get("labels") or {}).get(JOB_NAME_LABEL)
+    return (namespace, job) if job else None
+
+
+class ClusterCache:
+    """Objects by kind and (namespace, name); worker and evaluator pods also by job and role."""
+
+    def __init__(self, on_change: OnChange = lambda key: None):
+        self.on_change = on_change
+        self._objects: dict[str, dict[Key, dict[str, Any]]] = {kind: {} for kind in WATCHED_KINDS}
+        self._pods: dict[tuple[str, str, str], set[str]] = {}  # (namespace, job, role) → pod names
+        self._lock = threading.Lock()
+
+    # --- fed by the informers and by the operator's own writes ------------------------------
+
+    def apply(self, kind: str, event: str, obj: dict[str, Any]) -> None:
+        """One watch event (ADDED, MODIFIED, DELETED) or one object the API server answered."""
+        key = _key(obj)
+        with self._lock:
+            held = self._objects[kind].get(key)
+            if event == "DELETED":
+                if held is not None and _version(held) <= _version(obj):
+                    self._remove(kind, key)
+            elif held is None or _version(obj) >= _version(held) or _version(obj) < 0:
+                self._put(kind, key, obj)
+            else:
+                return
+        self._changed(kind, obj)
+
+    def replace(self, kind: str, namespace: Optional[str], items: Iterable[dict[str, Any]]) -> None:
+        """What a fresh list says is all there is of a kind (in a namespace, or everywhere)."""
+        items = list(items)
+        fresh = {_key(item): item for item in items}
+        with self._lock:
+            stored = self._objects[kind]
+            gone = [key for key in stored if (namespace is None or key[0] == namespace) and key not in fresh]
+            changed = [stored[key] for key in gone]
+            for key in gone:
+                self._remove(kind, key)
+            for key, item in fresh.items():
+                if stored.get(key) is None or _version(stored[key]) != _version(item):
+                    changed.append(item)
+                    self._put(kind, key, item)
+        for obj in changed:
+            self._changed(kind, obj)
+
+    def _put(self, kind: str, key: Key, obj: dict[str, Any]) -> None:
+        if key in self._objects[kind]:
+            self._remove(kind, key)  # its labels, and so its index entry, may have changed
+        self._objects[kind][key] = obj
+        if kind == "Pod":
+            labels = obj["metadata"].get("labels") or {}
+            self._pods.setdefault((key[0], labels.get(JOB_NAME_LABEL, ""), labels.get(ROLE_LABEL, "")),
+                                  set()).add(key[1])
+
+    def _remove(self, kind: str, key: Key) -> None:
+        obj = self._objects[kind].pop(key)
+        if kind == "Pod":
+            labels = obj["metadata"].get("labels") or {}
+            index = (key[0], labels.get(JOB_NAME_LABEL, ""), labels.get(ROLE_LABEL, ""))
+            names = self._pods.get(index, set())
+            names.discard(key[1])
+            if not names:
+                self._pods.pop(index, None)
+
+    def _changed(self, kind: str, obj: dict[str, Any]) -> None:
+        job = job_of(kind, obj)
+        if job:
+            self.on_change(job)
+
+    # --- read by reconciles (the same reads as Cluster's) -----------------------------------
+
+    def get(self, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self._objects[kind].get((namespace, name))
+
+    def stateful_set(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get("StatefulSet", namespace, name)
+
+    def claim(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get("PersistentVolumeClaim", namespace, name)
+
+    def batch_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get("Job", namespace, name)
+
+    def fine_tune_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get(FINE_TUNE_JOB, namespace, name)
+
+    def pods(self, namespace: str, job_name: str, role: str) -> list[dict[str, Any]]:
+        with self._lock:
+            names = sorted(self._pods.get((namespace, job_name, role), ()))
+            return [self._objects["Pod"][(namespace, name)] for name in names]
+
+    def jobs(self) -> list[Key]:
+        with self._lock:
+            return sorted(self._objects[FINE_TUNE_JOB])
+
+    def size(self) -> dict[str, int]:
+        return {kind: len(objects) for kind, objects in self._objects.items()}
+
+
+class Informer(threading.Thread):
+    """List, then watch, one kind in one namespace (None: all), for as long as the operator runs."""
+
+    def __init__(self, cluster: Cluster, cache: ClusterCache, kind: str, namespace: Optional[str],
+                 stopping: threading.Event, watch_seconds: int = 300):
+        super().__init__(daemon=True, name=f"informer-{kind}-{namespace or 'all'}")
+        self.cluster, self.cache, self.kind, self.namespace = cluster, cache, kind, namespace
+        self.stopping, self.watch_seconds = stopping, watch_seconds
+        self.synced = threading.Event()
+
+    def run(self) -> None:
+        failures = 0
+        while not self.stopping.is_set():
+            try:
+                items, version = self.cluster.list(self.kind, self.namespace)
+                self.cache.replace(self.kind, self.namespace, items)
+                self.synced.set()
+                failures = 0
+                self._watch(version)
+            except Exception as error:  # the API server may be away for a while: list again
+                failures += 1
+                delay = min(0.5 * 2 ** failures, 30.0)
+                gone = isinstance(error, ApiException) and error.status == 410
+                if not gone:
+                    log.warning(f"watching {self.kind}: {type(error).__name__}: {error}; listing again in "
+                                f"{delay:.1f} s")
+                self.stopping.wait(0 if gone else delay)
+
+    def _watch(self, version: str) -> None:
+        """Follow changes until the watch ends; resume from the last version seen."""
+        while not self.stopping.is_set():
+            for event, obj in self.cluster.watch(self.kind, self.namespace, version, self.watch_seconds):
+                if self.stopping.is_set():
+                    return
+                if event == "ERROR":
+                    raise ApiException(status=obj.get("code"), reason=obj.get("message"))
+                version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if event == "BOOKMARK" or not self._wanted(obj):
+                    continue
+                self.cache.apply(self.kind, event, obj)
+
+    def _wanted(self, obj: dict[str, Any]) -> bool:
+        """The kind's label selector, checked here too (a watch may not apply it)."""
+        selector = CHILD_KINDS[self.kind].selector if self.kind in CHILD_KINDS else ""
+        labels = (obj.get("metadata") or {}).get("labels") or {}
+        return all(term in labels for term in filter(None, selector.split(",")))
+
+
+def start_informers(cluster: Cluster, cache: ClusterCache, namespaces: list[str],
+                    stopping: threading.Event) -> list[Informer]:
+    informers = [Informer(cluster, cache, kind, namespace, stopping)
+                 for kind in WATCHED_KINDS for namespace in (namespaces or [None])]
+    for informer in informers:
+        informer.start()
+    return informers
