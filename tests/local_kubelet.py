@@ -152,6 +152,8 @@ class LocalKubelet:
         core = self.harness.cluster.core
         pod_status = {"phase": phase, "podIP": "127.0.0.1", "containerStatuses": [status]}
         if not self._exists(name):
+            if name in self.created:
+                return  # deleted through the API since this tick looked: the next tick notices it
             core.create_namespaced_pod(NS, {"apiVersion": "v1", "kind": "Pod", "metadata": {
                 "name": name, "namespace": NS, "labels": dict(template["metadata"]["labels"])},
                 "spec": template["spec"]})

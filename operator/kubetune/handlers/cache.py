@@ -161,6 +161,8 @@ class Informer(threading.Thread):
                 failures = 0
                 self._watch(version)
             except Exception as error:  # the API server may be away for a while: list again
+                if self.stopping.is_set():
+                    return
                 failures += 1
                 delay = min(0.5 * 2 ** failures, 30.0)
                 gone = isinstance(error, ApiException) and error.status == 410
