@@ -177,7 +177,8 @@ RBAC_RULES = Path(__file__).resolve().parent.parent / "operator" / "kubetune" / 
 def allowed_requests() -> set[tuple[str, str, str]]:
     """(apiGroup, resource, verb) the RBAC rules the chart installs allow."""
     allowed = set()
-    for rule in yaml.safe_load(RBAC_RULES.read_text())["rules"]:
+    rules = yaml.safe_load(RBAC_RULES.read_text())
+    for rule in rules["rules"] + rules["leaderElectionRules"]:
         for group in rule["apiGroups"]:
             for resource in rule["resources"]:
                 for verb in rule["verbs"]:

@@ -37,7 +37,7 @@ VALUE_SETS = {
                                 "--set", "rbac.namespaces={ml}"],
 }
 # Kinds whose schema is a CRD rather than the Kubernetes OpenAPI.
-CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule", "KopfPeering", "ClusterKopfPeering"}
+CUSTOM_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
 
 
 def helm(binary, *args):
@@ -90,11 +90,12 @@ def test_value_sets_change_what_they_claim(rendered):
     assert "PrometheusRule" in kinds["alerts"] and "PrometheusRule" not in kinds["default"]
     dashboard = next(d for d in rendered[("helm4", "monitoring")] if d["metadata"]["name"].endswith("-dashboard"))
     assert json.loads(dashboard["data"]["kubetune.json"])["panels"]
-    assert "ClusterKopfPeering" in kinds["two-replicas"] and "KopfPeering" in kinds["two-replicas-namespaced"]
+    assert kinds["two-replicas"].count("Role") == 1 and kinds["two-replicas-namespaced"].count("Role") == 2
     args = deployment(rendered[("helm4", "custom-images")])["spec"]["template"]["spec"]["containers"][0]
     assert args["image"] == "registry.local/kubetune/operator:1.2.3"
     assert "--trainer-image=registry.local/trainer:1" in args["args"]
-    assert "--peering=kt-kubetune" in container(rendered[("helm4", "two-replicas")])["args"]
+    assert "--leader-elect=kubetune/kt-kubetune" in container(rendered[("helm4", "two-replicas")])["args"]
+    assert not [a for a in container(rendered[("helm4", "default")])["args"] if a.startswith("--leader-elect")]
     assert "--namespace=ml" in container(rendered[("helm4", "namespaced")])["args"]
 
 
@@ -155,6 +156,9 @@ def test_chart_files_are_the_generated_ones():
     assert (CHART / "files" / "rbac-rules.yaml").read_text() == RULES_FILE.read_text()
 
 
+LEASE_RULES = yaml.safe_load(RULES_FILE.read_text())["leaderElectionRules"]
+
+
 def rules_of(documents):
     return [d["rules"] for d in documents if d["kind"] in ("ClusterRole", "Role")]
 
@@ -162,14 +166,14 @@ def rules_of(documents):
 @pytest.mark.parametrize("value_set", VALUE_SETS)
 def test_rbac_is_the_operators_rules_without_wildcards(rendered, value_set):
     expected = yaml.safe_load(RULES_FILE.read_text())["rules"]
-    for rules in rules_of(rendered[("helm4", value_set)]):
-        own = [r for r in rules if r["apiGroups"] != ["kopf.dev"]]
-        assert own == expected
+    roles = rules_of(rendered[("helm4", value_set)])
+    leases = [rules for rules in roles if rules == LEASE_RULES]
+    assert len(leases) == (1 if value_set.startswith("two-replicas") else 0)  # leader election, own namespace
+    for rules in roles:
+        assert rules in (expected, LEASE_RULES)
         for rule in rules:
             for key in ("apiGroups", "resources", "verbs"):
                 assert "*" not in rule[key]
-        peering = [r for r in rules if r["apiGroups"] == ["kopf.dev"]]
-        assert bool(peering) == value_set.startswith("two-replicas")
 
 
 # --- Pod Security Standard "restricted" ------------------------------------------------------

@@ -573,3 +573,38 @@ def test_changes_act_at_once_through_watches_not_at_the_next_resync(harness):
     eventually(lambda: harness.cluster.batch_job(NS, "demo-eval"), timeout=5, what="the evaluation Job")
     set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.0}}}')
     wait_phase(harness, "Succeeded", timeout=5)  # the evaluation Job is watched like the workers
+
+
+def test_only_the_replica_holding_the_lease_reconciles_and_another_takes_over(harness):
+    import threading
+
+    import kubernetes.client
+    from kubetune.handlers.cluster import Cluster
+    from kubetune.handlers.reconcile import OperatorContext
+    from kubetune.handlers.registry import Controller, Leadership
+
+    def replica(identity):
+        context = OperatorContext(Cluster(kubernetes.client.ApiClient(kubernetes.client.Configuration(
+            host=harness.url)), request_timeout=3), progress_timeout=0.5)
+        lost = threading.Event()
+        controller = Controller(context, interval=0.3, workers=2, leadership=Leadership(
+            "kubetune", "kubetune-operator", identity, on_lost=lost.set, lease_seconds=3, renew_seconds=2,
+            retry_seconds=1))
+        controller.start()
+        return controller, lost
+
+    first, first_lost = replica("first")
+    eventually(first.leading.is_set, timeout=10, what="the first replica leading")
+    second, _ = replica("second")
+    create_job(harness, job_document("one"))
+    wait_phase(harness, "Pending", name="one")
+    time.sleep(2)  # the second keeps trying the Lease
+    assert not second.leading.is_set()
+    holder = kubernetes.client.CoordinationV1Api(harness.client).read_namespaced_lease("kubetune-operator", "kubetune")
+    assert holder.spec.holder_identity == "first"
+    first.stop()  # stops renewing, as a replica that died would
+    eventually(second.leading.is_set, timeout=15, what="the second replica taking over")
+    create_job(harness, job_document("two"))
+    wait_phase(harness, "Pending", name="two")
+    second.stop()
+    assert not first_lost.is_set()  # stopping is not losing

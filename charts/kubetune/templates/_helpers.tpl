@@ -27,15 +27,9 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 {{- end -}}
 
-{{/* The operator's rules (files/rbac-rules.yaml, a copy of the operator's own file), plus kopf
-peering when several replicas run. */}}
+{{/* The operator's rules: files/rbac-rules.yaml, a copy of the operator's own file. */}}
 {{- define "kubetune.rules" -}}
-{{- $rules := (.Files.Get "files/rbac-rules.yaml" | fromYaml).rules -}}
-{{- if gt (int .Values.replicaCount) 1 -}}
-{{- $peerings := ternary "clusterkopfpeerings" "kopfpeerings" (eq .Values.rbac.scope "cluster") -}}
-{{- $rules = append $rules (dict "apiGroups" (list "kopf.dev") "resources" (list $peerings) "verbs" (list "get" "list" "watch" "patch")) -}}
-{{- end -}}
-{{ toYaml $rules }}
+{{ toYaml (.Files.Get "files/rbac-rules.yaml" | fromYaml).rules }}
 {{- end -}}
 
 {{- define "kubetune.restrictedContainer" -}}

@@ -105,7 +105,8 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--namespace", "namespaces", multiple=True, help="Watch only these namespaces (repeatable).")
 @click.option("--liveness-port", default=8080, show_default=True, help="Serves /healthz.")
 @click.option("--metrics-port", default=9090, show_default=True, help="Serves the operator's /metrics.")
-@click.option("--peering", default=None, help="KopfPeering name: one active replica among several.")
+@click.option("--leader-elect", "lease", default=None, metavar="NAMESPACE/NAME",
+              help="Several replicas: the one holding this coordination.k8s.io Lease reconciles.")
 @click.option("--trainer-image", default=RenderSettings.trainer_image, show_default=True)
 @click.option("--evaluator-image", default=RenderSettings.evaluator_image, show_default=True)
 @click.option("--interval", default=10.0, show_default=True,
@@ -116,7 +117,7 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--job-pod-defaults", "defaults_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations, trainerResources, "
                    "evaluatorResources for the pods of every job (the chart's job-pod-defaults).")
-def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, evaluator_image, interval,
+def operator(namespaces, liveness_port, metrics_port, lease, trainer_image, evaluator_image, interval,
              workers, qps, burst, defaults_file) -> None:
     """Run the FineTuneJob controller (cluster-wide unless --namespace is given)."""
     from ..handlers.main import Pace, run_operator
@@ -124,7 +125,9 @@ def operator(namespaces, liveness_port, metrics_port, peering, trainer_image, ev
     defaults = yaml.safe_load(Path(defaults_file).read_text()) or {} if defaults_file else {}
     settings = RenderSettings.from_job_pod_defaults(defaults, trainer_image=trainer_image,
                                                     evaluator_image=evaluator_image)
-    run_operator(list(namespaces), liveness_port, metrics_port, peering, settings,
+    if lease and "/" not in lease.strip("/"):
+        raise click.BadParameter("give the Lease as NAMESPACE/NAME", param_hint="--leader-elect")
+    run_operator(list(namespaces), liveness_port, metrics_port, lease, settings,
                  Pace(interval=interval, workers=workers, qps=qps, burst=burst))
 
 

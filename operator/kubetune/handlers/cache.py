@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 from kubernetes.client.exceptions import ApiException
 
 from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
-from .cluster import CHILD_KINDS, FINE_TUNE_JOB, Cluster
+from .cluster import CHILD_KINDS, FINE_TUNE_JOB, Cluster, describe
 
 log = logging.getLogger("kubetune.cache")
 WATCHED_KINDS = (FINE_TUNE_JOB, *CHILD_KINDS)
@@ -167,8 +167,7 @@ class Informer(threading.Thread):
                 delay = min(0.5 * 2 ** failures, 30.0)
                 gone = isinstance(error, ApiException) and error.status == 410
                 if not gone:
-                    log.warning(f"watching {self.kind}: {type(error).__name__}: {error}; listing again in "
-                                f"{delay:.1f} s")
+                    log.warning(f"watching {self.kind}: {describe(error)}; listing again in {delay:.1f} s")
                 self.stopping.wait(0 if gone else delay)
 
     def _watch(self, version: str) -> None:

@@ -88,6 +88,13 @@ def error_reason(error: ApiException) -> str:
         return ""
 
 
+def describe(error: Exception) -> str:
+    """One line about a failed call (an ApiException's own text holds the whole response)."""
+    if isinstance(error, ApiException):
+        return f"{error.status} {error_reason(error) or error.reason}"
+    return f"{type(error).__name__}: {error}".splitlines()[0]
+
+
 def already_exists(error: ApiException) -> bool:
     """A create answered 409 because the name is taken (not a transient conflict)."""
     return error.status == 409 and error_reason(error) != "Conflict"
@@ -151,10 +158,7 @@ class Cluster:
                 delay = retry_delay(error, attempt) if attempt + 1 < self.attempts else None
                 if delay is None:
                     raise
-                what = getattr(call, "__name__", "call")
-                reason = f"{error.status} {error_reason(error) or error.reason}" if isinstance(
-                    error, ApiException) else type(error).__name__
-                log.warning(f"{what}: {reason}; retrying in {delay:.1f} s")
+                log.warning(f"{getattr(call, '__name__', 'call')}: {describe(error)}; retrying in {delay:.1f} s")
                 time.sleep(delay)
         raise AssertionError("unreachable")
 

@@ -14,7 +14,7 @@ from ..render import RenderSettings
 from .cluster import Cluster
 from .metrics import OperatorMetrics
 from .reconcile import OperatorContext
-from .registry import Controller, make_registry
+from .registry import Controller, Leadership, make_registry
 
 
 @dataclass(frozen=True)
@@ -39,7 +39,7 @@ def run_operator(
     namespaces: list[str],
     liveness_port: int,
     metrics_port: int,
-    peering: Optional[str],
+    lease: Optional[str],
     settings: RenderSettings,
     pace: Pace = Pace(),
 ) -> None:
@@ -47,12 +47,12 @@ def run_operator(
     cluster = Cluster(api_client(), qps=pace.qps, burst=pace.burst)
     context = OperatorContext(cluster, settings, OperatorMetrics())
     start_http_server(metrics_port, registry=context.metrics.registry)
-    controller = Controller(context, namespaces, pace.interval, pace.workers)
+    leadership = Leadership(*lease.split("/", 1)) if lease else None
+    controller = Controller(context, namespaces, pace.interval, pace.workers, leadership)
     kopf.run(
         registry=make_registry(controller),
         clusterwide=not namespaces,
         namespaces=namespaces,
         liveness_endpoint=f"http://0.0.0.0:{liveness_port}/healthz",
-        standalone=peering is None,
-        peering_name=peering,
+        standalone=True,  # one active replica is the Lease's business, not kopf's peering
     )

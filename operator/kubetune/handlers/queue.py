@@ -15,6 +15,8 @@ import time
 from collections import deque
 from typing import Callable, Hashable, Optional
 
+from .cluster import describe
+
 log = logging.getLogger("kubetune.queue")
 
 
@@ -104,8 +106,7 @@ def start_workers(queue: WorkQueue, work: Callable[[Hashable], None], count: int
                 work(key)
             except Exception as error:  # one line per failure; the key comes back later
                 delay = queue.done(key, failed=True)
-                log.warning(f"reconcile of {'/'.join(map(str, key))}: {type(error).__name__}: {error}; "
-                            f"again in {delay:.1f} s")
+                log.warning(f"reconcile of {'/'.join(map(str, key))}: {describe(error)}; again in {delay:.1f} s")
             else:
                 queue.done(key)
 

@@ -1,37 +1,67 @@
 """The running operator: informers fill the cache, changes wake a job's reconcile, a bounded
 pool of threads reconciles, and a resync spread over its interval follows clocks and progress.
 
-kopf logs in, serves liveness and runs peering; it watches nothing itself (a kopf handler on
-the jobs would put its annotations, and with them writes, on every job).
+kopf logs in, serves liveness and runs the operator's startup and cleanup; it watches nothing
+itself (a kopf handler on the jobs would put its annotations, and with them writes, on every
+job). With several replicas, only the one holding the Lease runs any of this (election.py).
 """
 
 from __future__ import annotations
 
 import logging
+import os
+import socket
 import threading
-from typing import Any, Optional
+import uuid
+from dataclasses import dataclass
+from typing import Any, Callable, Optional
 
 import kopf
 
 from .cache import ClusterCache, Informer, start_informers
+from .election import elect
 from .queue import WorkQueue, start_workers
 from .reconcile import OperatorContext, reconcile
 
 log = logging.getLogger("kubetune.operator")
 
 
+@dataclass(frozen=True)
+class Leadership:
+    """Where replicas elect their leader: the Lease namespace/name."""
+
+    namespace: str
+    name: str
+    identity: str = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    on_lost: Callable[[], None] = lambda: os._exit(1)  # the pod restarts, a candidate again
+    lease_seconds: int = 15  # a Lease not renewed for this long may be taken over
+    renew_seconds: int = 10  # a leader that cannot renew within this stops leading
+    retry_seconds: int = 2
+
+
 class Controller:
     """What runs beside kopf, started and stopped with it."""
 
     def __init__(self, context: OperatorContext, namespaces: Optional[list[str]] = None, interval: float = 10.0,
-                 workers: int = 8):
+                 workers: int = 8, leadership: Optional[Leadership] = None):
         self.context, self.namespaces, self.interval, self.workers = context, list(namespaces or []), interval, workers
+        self.leadership = leadership
         self.queue = WorkQueue()
         self.stopping = threading.Event()
+        self.leading = threading.Event()
         self.informers: list[Informer] = []
         context.cache = ClusterCache(on_change=self.queue.add)
 
     def start(self) -> None:
+        if self.leadership is None:
+            self._lead()
+            return
+        lease = self.leadership
+        elect(self.context.cluster.core.api_client, lease.namespace, lease.name, lease.identity, self._lead,
+              lease.on_lost, self.stopping, lease.lease_seconds, lease.renew_seconds, lease.retry_seconds)
+
+    def _lead(self) -> None:
+        self.leading.set()
         self.informers = start_informers(self.context.cluster, self.context.cache, self.namespaces, self.stopping)
         threading.Thread(target=self._run, daemon=True, name="resync").start()
 

@@ -1,0 +1,23 @@
+"""The operator under API faults and SIGKILLs, end to end (a reduced but real bench/faults.py)."""
+
+import pytest
+
+from fault_trial import Trial, run_trial
+from kube_emulator import FaultPlan
+
+pytestmark = pytest.mark.timeout(420)
+
+JOBS, KILLS, FAULTS = 24, 5, 200
+
+
+def test_jobs_converge_under_api_faults_and_operator_kills(tmp_path):
+    trial = run_trial(Trial(jobs=JOBS, kills=KILLS, faults=FaultPlan(seed=14)), tmp_path)
+    assert trial.phases == trial.expected
+    assert trial.starts == KILLS + 1
+    assert sum(trial.faults.injected.values()) >= FAULTS, trial.faults.injected
+    assert trial.duplicates_and_missing() == []
+    assert trial.orphans() == []
+    assert trial.event_errors() == [], trial.events()
+    # Each retried failure is one warning line; nothing raised a traceback.
+    assert "Traceback" not in trial.log, trial.log[-4000:]
+    assert "retrying in" in trial.log
