@@ -7,10 +7,12 @@ CI; bench/faults.py runs the full one and prints the table in docs/reliability.m
 import collections
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
@@ -42,12 +44,19 @@ class OperatorProcess:
         self.starts = 0
 
     def start(self) -> None:
+        self.metrics_port = free_port()
         command = [str(Path(sys.executable).parent / "kubetune"), "operator", "--namespace", NS,
-                   "--liveness-port", str(free_port()), "--metrics-port", str(free_port()),
+                   "--liveness-port", str(free_port()), "--metrics-port", str(self.metrics_port),
                    "--interval", str(self.interval)]
         self.process = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
                                         stdout=self.log, stderr=subprocess.STDOUT)
         self.starts += 1
+
+    def metrics(self) -> str:
+        try:
+            return urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2).read().decode()
+        except OSError:
+            return ""
 
     def kill(self) -> None:
         self.process.send_signal(signal.SIGKILL)
@@ -106,6 +115,9 @@ class Trial:
     objects: dict = field(default_factory=dict)
     starts: int = 0
     log: str = ""
+    # After every job was deleted: the operator's per-job metric series, and what it still keeps.
+    job_series_left: list = field(default_factory=list)
+    kept_left: dict = field(default_factory=dict)
 
     def duplicates_and_missing(self) -> list[tuple[str, str, int]]:
         """(job, kind, count) for every child that is not there exactly once."""
@@ -171,10 +183,29 @@ def run_trial(trial: Trial, folder: Path, timeout: float = 300.0) -> Trial:
                 play_kubelet(harness, objects, names, failing, done)
                 time.sleep(0.1)
             time.sleep(3)  # a few resyncs more: a lost Event would be posted now, a duplicate would show
+            trial.objects = stored(harness)
+            forget_all(harness, operator, names, trial)
         finally:
             operator.stop()
-        trial.objects = stored(harness)
     trial.phases = {name: phase_of(trial.objects, name) for name in names}
     trial.starts = operator.starts
     trial.log = operator.log_path.read_text()
     return trial
+
+
+KEPT = re.compile(r'^kubetune_operator_kept\{what="([^"]+)"\} (\S+)$', re.M)
+
+
+def forget_all(harness: Harness, operator: OperatorProcess, names: list[str], trial: Trial,
+               timeout: float = 30.0) -> None:
+    """Delete every job; the operator must then drop their metrics and everything it kept."""
+    for name in names:
+        harness.cluster.delete_job(NS, name)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = operator.metrics()
+        trial.job_series_left = [line for line in text.splitlines() if 'job="' in line and not line.startswith("#")]
+        trial.kept_left = {what: float(count) for what, count in KEPT.findall(text) if float(count)}
+        if text and not trial.job_series_left and not trial.kept_left:
+            return
+        time.sleep(0.5)

@@ -296,6 +296,8 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
     # --- the API ----------------------------------------------------------------------------
 
     async def _serve_request(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.name is not None and request.method.value == "PUT":
+            return await self._replace(request)
         watched = None  # an object this request may delete: (key, uid)
         if request.resource is not None and request.name is not None:
             key = (request.resource, request.namespace, request.name)
@@ -332,6 +334,27 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
         if watched and watched[1] and self.objects[watched[0]].deleted:
             await self._collect_garbage(watched[1])
         return response
+
+    async def _replace(self, request: kmock.Request) -> Any:
+        """PUT (kmock serves none): the whole object, if the client's resourceVersion is current."""
+        key = (request.resource, request.namespace, request.name)
+        async with self._lock:
+            stored = self._objects.lookup(*key)
+            if stored is None or stored.deleted:
+                raise kmock.KubernetesObjectNotFoundError()
+            meta = stored.raw.get("metadata", {})
+            sent = (request.data.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != meta.get("resourceVersion"):
+                raise kmock.KubernetesError(status=409, reason="Conflict", message=(
+                    f"Operation cannot be fulfilled on {request.resource.plural} \"{request.name}\": the object "
+                    "has been modified; please apply your changes to the latest version and try again"))
+            replacement = dict(request.data, metadata={
+                **(request.data.get("metadata") or {}), "uid": meta.get("uid"), "resourceVersion": self._next_rv(),
+                "creationTimestamp": meta.get("creationTimestamp"), "namespace": request.namespace})
+            stored.patch(replacement)
+            raw = stored.raw
+            await self._buses[request.resource].put({"type": "MODIFIED", "object": raw})
+        return aiohttp.web.json_response(raw)
 
     def _stamp_update(self, request: kmock.Request) -> None:
         rv = self._next_rv()

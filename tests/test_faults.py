@@ -7,7 +7,7 @@ from kube_emulator import FaultPlan
 
 pytestmark = pytest.mark.timeout(420)
 
-JOBS, KILLS, FAULTS = 24, 5, 200
+JOBS, KILLS, FAULTS = 30, 5, 200
 
 
 def test_jobs_converge_under_api_faults_and_operator_kills(tmp_path):
@@ -18,6 +18,8 @@ def test_jobs_converge_under_api_faults_and_operator_kills(tmp_path):
     assert trial.duplicates_and_missing() == []
     assert trial.orphans() == []
     assert trial.event_errors() == [], trial.events()
+    # Deleted jobs leave nothing behind in the operator: no metric series, no cache entry, no lock.
+    assert trial.job_series_left == [] and trial.kept_left == {}, (trial.job_series_left, trial.kept_left)
     # Each retried failure is one warning line; nothing raised a traceback.
     assert "Traceback" not in trial.log, trial.log[-4000:]
     assert "retrying in" in trial.log

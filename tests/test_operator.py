@@ -80,10 +80,17 @@ def container_status(state="running", exit_code=None, message="", restarts=0, la
     return status
 
 
+def owner(controller):
+    """The ownerReference a controller (StatefulSet, Job) puts on the pods it makes."""
+    return {"apiVersion": controller.get("apiVersion", "v1"), "kind": controller.get("kind", ""), "controller": True,
+            "name": controller["metadata"]["name"], "uid": controller["metadata"]["uid"]}
+
+
 def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None, conditions=()):
     """Write a worker pod the way the StatefulSet controller and kubelet (or the scheduler) would."""
     name = f"{job}-worker-{ordinal}"
-    template = harness.cluster.stateful_set(NS, f"{job}-worker")["spec"]["template"]
+    workers = harness.cluster.stateful_set(NS, f"{job}-worker")
+    template = workers["spec"]["template"]
     pod_status = {"phase": "Running" if status else "Pending", "containerStatuses": [status] if status else [],
                   "conditions": list(conditions)}
     if pod_ip:
@@ -94,7 +101,8 @@ def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None, conditions
         core.patch_namespaced_pod_status(name, NS, {"status": pod_status})
     except Exception:
         pod = {"apiVersion": "v1", "kind": "Pod",
-               "metadata": {"name": name, "namespace": NS, "labels": dict(template["metadata"]["labels"])},
+               "metadata": {"name": name, "namespace": NS, "labels": dict(template["metadata"]["labels"]),
+                            "ownerReferences": [owner(workers)]},
                "spec": template["spec"], "status": pod_status}
         core.create_namespaced_pod(NS, pod)
 
@@ -118,7 +126,8 @@ def set_evaluation(harness, outcome, message, job="demo"):
     batch_job = harness.cluster.batch_job(NS, f"{job}-eval")
     template = batch_job["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"{job}-eval-abcde", "namespace": NS, "labels": dict(template["metadata"]["labels"])},
+           "metadata": {"name": f"{job}-eval-abcde", "namespace": NS, "labels": dict(template["metadata"]["labels"]),
+                        "ownerReferences": [owner(batch_job)]},
            "spec": template["spec"],
            "status": {"phase": "Succeeded" if outcome == "Complete" else "Failed", "containerStatuses": [
                container_status("terminated", 0 if outcome == "Complete" else 3, message, name="evaluator")]}}

@@ -34,6 +34,11 @@ class OperatorMetrics:
                                  ["namespace", "job"], registry=self.registry)
         self.resync_time = Gauge("kubetune_resync_last_success_timestamp_seconds",
                                  "When the operator last reconciled every job (Unix time).", registry=self.registry)
+        # What the operator holds in memory, so a leak shows (objects cached, per-job entries).
+        self.kept = Gauge("kubetune_operator_kept", "Objects the operator keeps in memory, by what they are.",
+                          ["what"], registry=self.registry)
+        self.queue_depth = Gauge("kubetune_operator_queue_depth", "Jobs waiting for a reconcile.",
+                                 registry=self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
         self._evaluated: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (metric, model) series per job
 

@@ -87,6 +87,10 @@ class WorkQueue:
         with self._changed:
             self._failures.pop(key, None)
 
+    def backing_off(self) -> int:
+        with self._changed:
+            return len(self._failures)
+
     def depth(self) -> int:
         with self._changed:
             return len(self._ready)

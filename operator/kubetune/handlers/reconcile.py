@@ -79,6 +79,10 @@ class OperatorContext:
             cached = self._parsed[key] = (*version, job, problems)
         return cached[2], cached[3]
 
+    def kept(self) -> dict[str, int]:
+        """Per-job entries held in memory (besides the cache)."""
+        return {"parsed specs": len(self._parsed), "job locks": len(self._locks)}
+
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a job that is gone."""
         self._parsed.pop((namespace, name), None)

@@ -89,7 +89,13 @@ class Controller:
         jobs = self.context.cache.jobs()
         for index, key in enumerate(jobs):
             self.queue.add(key, delay=index * self.interval / len(jobs))
-        self.context.metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
+        metrics = self.context.metrics
+        metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
+        kept = {**{f"cached {kind}": count for kind, count in self.context.cache.size().items()},
+                **self.context.kept(), "backoffs": self.queue.backing_off()}
+        for what, count in kept.items():
+            metrics.kept.labels(what).set(count)
+        metrics.queue_depth.set(self.queue.depth())
 
 
 def make_registry(controller: Controller, login: bool = True) -> kopf.OperatorRegistry:
