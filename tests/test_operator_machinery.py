@@ -197,3 +197,15 @@ def test_a_429_waits_as_long_as_the_server_asks_within_a_cap():
 def test_a_create_answered_409_conflict_is_not_taken_for_already_exists():
     assert already_exists(api_error(409, "AlreadyExists"))
     assert not already_exists(api_error(409, "Conflict"))
+
+
+def test_overdue_counts_keys_due_and_not_taken_so_a_stuck_pool_shows():
+    clock = FakeClock()
+    queue = WorkQueue(clock=clock)
+    queue.add("a")
+    queue.add("b", delay=5)
+    assert queue.overdue() == 1
+    clock.now += 5
+    assert queue.overdue() == 2  # nobody took them: the resync timestamp stops moving
+    queue.get(), queue.get()
+    assert queue.overdue() == 0

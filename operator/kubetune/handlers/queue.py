@@ -91,6 +91,12 @@ class WorkQueue:
         with self._changed:
             return len(self._failures)
 
+    def overdue(self) -> int:
+        """Keys due now and not yet taken by a worker."""
+        with self._changed:
+            now = self._clock()
+            return len(self._ready) + sum(1 for due, _, _ in self._later if due <= now)
+
     def depth(self) -> int:
         with self._changed:
             return len(self._ready)

@@ -8,12 +8,11 @@ job). With several replicas, only the one holding the Lease runs any of this (el
 
 from __future__ import annotations
 
-import logging
 import os
 import socket
 import threading
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Optional
 
 import kopf
@@ -23,16 +22,13 @@ from .election import elect
 from .queue import WorkQueue, start_workers
 from .reconcile import OperatorContext, reconcile
 
-log = logging.getLogger("kubetune.operator")
-
-
 @dataclass(frozen=True)
 class Leadership:
     """Where replicas elect their leader: the Lease namespace/name."""
 
     namespace: str
     name: str
-    identity: str = f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}"
+    identity: str = field(default_factory=lambda: f"{socket.gethostname()}-{uuid.uuid4().hex[:8]}")
     on_lost: Callable[[], None] = lambda: os._exit(1)  # the pod restarts, a candidate again
     lease_seconds: int = 15  # a Lease not renewed for this long may be taken over
     renew_seconds: int = 10  # a leader that cannot renew within this stops leading
@@ -90,7 +86,8 @@ class Controller:
         for index, key in enumerate(jobs):
             self.queue.add(key, delay=index * self.interval / len(jobs))
         metrics = self.context.metrics
-        metrics.resync_time.set_to_current_time()  # an alert fires when this stops moving
+        if self.queue.overdue() == 0:  # the last round is done: an alert fires when this stops moving
+            metrics.resync_time.set_to_current_time()
         kept = {**{f"cached {kind}": count for kind, count in self.context.cache.size().items()},
                 **self.context.kept(), "backoffs": self.queue.backing_off()}
         for what, count in kept.items():
