@@ -403,6 +403,27 @@ def measure_pod_changes(client: Client, seen: Seen, names: list[str], templates:
     return {"one": one, "burst": many, "lost": lost + len(group) - len(many), "burst_size": len(group)}
 
 
+def status_writes(stats: dict) -> int:
+    return sum(row["count"] for row in stats["requests"] if row["agent"] == "operator"
+               and row["resource"] == f"{GROUP}/{PLURAL}" and row["subresource"] == "status")
+
+
+def settle(client: Client, at_least: float, quiet: float, at_most: float) -> Optional[float]:
+    """Wait at_least seconds, then until the operator wrote no status for `quiet` seconds (a
+    resync round may take longer than --interval); the seconds it took, None if it never did."""
+    started = time.monotonic()
+    time.sleep(at_least)
+    last, since = status_writes(client.stats()), time.monotonic()
+    while time.monotonic() - started < at_most:
+        time.sleep(1)
+        now = status_writes(client.stats())
+        if now != last:
+            last, since = now, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return time.monotonic() - started
+    return None
+
+
 def per_minute(before: dict, after: dict, seconds: float) -> dict[str, Any]:
     def operator_counts(stats: dict) -> dict[tuple[str, str], int]:
         counts: dict[tuple[str, str], int] = {}
@@ -448,8 +469,8 @@ def run_one(jobs: int, args: argparse.Namespace, folder: Path) -> dict[str, Any]
             print(f"[{jobs} jobs] pod changes: {args.samples} one at a time, then a burst", flush=True)
             result["pods"] = measure_pod_changes(client, seen, sampled, templates, args.samples, args.burst,
                                                  args.sample_timeout)
-            print(f"[{jobs} jobs] settling {args.settle:.0f} s, then idle for {args.idle:.0f} s", flush=True)
-            time.sleep(args.settle)
+            print(f"[{jobs} jobs] settling ({args.settle:.0f} s or more), then idle for {args.idle:.0f} s", flush=True)
+            result["settled"] = settle(client, args.settle, max(10.0, 2 * args.interval), args.settle + 120)
             before, cpu_before, started = client.stats(), proc_cpu_seconds(operator.pid), time.monotonic()
             time.sleep(args.idle)
             after, cpu_after = client.stats(), proc_cpu_seconds(operator.pid)
@@ -508,6 +529,8 @@ def print_report(results: list[dict[str, Any]], args: argparse.Namespace) -> Non
     row("pod change -> status p50 (burst)", lambda r: seconds(percentile(r["pods"]["burst"], 50)))
     row("pod change -> status p99 (burst)", lambda r: seconds(percentile(r["pods"]["burst"], 99)), "≤ 1 s")
     row("burst size / changes never reflected", lambda r: f"{r['pods']['burst_size']} / {r['pods']['lost']}", "- / 0")
+    row("settled before the idle window after", lambda r: "never (no quiet window)" if r["settled"] is None
+        else f"{r['settled']:.0f} s")
     row("idle: operator requests per second", lambda r: f"{r['idle']['requests'] / 60:.2f}", "≤ 5")
     row("idle: status writes per minute", lambda r: f"{r['idle']['status_writes']:.1f}", "0")
     row("idle: operator CPU s/min (Prometheus)", lambda r: "not exported" if r["idle"]["operator_cpu_prom"] is None
