@@ -112,8 +112,8 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--interval", default=10.0, show_default=True,
               help="Seconds between resyncs of each job (clocks, deadlines, progress); changes act at once.")
 @click.option("--workers", default=8, show_default=True, help="Jobs reconciled at the same time.")
-@click.option("--qps", default=50.0, show_default=True, help="API requests per second, on average (as client-go).")
-@click.option("--burst", default=100, show_default=True, help="API requests allowed at once above --qps.")
+@click.option("--qps", default=100.0, show_default=True, help="API requests per second, on average (as client-go).")
+@click.option("--burst", default=200, show_default=True, help="API requests allowed at once above --qps.")
 @click.option("--job-pod-defaults", "defaults_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations, trainerResources, "
                    "evaluatorResources for the pods of every job (the chart's job-pod-defaults).")

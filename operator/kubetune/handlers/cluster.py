@@ -137,7 +137,7 @@ def retry_delay(error: Exception, attempt: int) -> Optional[float]:
 
 class Cluster:
     def __init__(self, api_client: kubernetes.client.ApiClient, request_timeout: float = 30.0,
-                 qps: float = 50.0, burst: int = 100, attempts: int = 4):
+                 qps: float = 100.0, burst: int = 200, attempts: int = 4):
         api_client.user_agent = USER_AGENT  # tells the operator's requests apart in audit logs
         # A hung API call must not hold a handler (and kopf's shutdown) forever.
         self.timeout = request_timeout

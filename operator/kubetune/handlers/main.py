@@ -23,8 +23,8 @@ class Pace:
 
     interval: float = 10.0  # seconds between resyncs of each job
     workers: int = 8  # reconciles at the same time
-    qps: float = 50.0  # API requests per second, on average
-    burst: int = 100  # requests at once above qps
+    qps: float = 100.0  # API requests per second, on average
+    burst: int = 200  # requests at once above qps
 
 
 def api_client() -> kubernetes.client.ApiClient:

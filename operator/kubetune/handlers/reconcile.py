@@ -28,7 +28,7 @@ from ..lifecycle import (
     worker_set,
 )
 from ..lifecycle.conditions import seconds_since
-from ..render import RenderSettings, output_location, render_job, upstream_jobs
+from ..render import RenderedJob, RenderSettings, output_location, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
 from .cache import ClusterCache
@@ -52,6 +52,8 @@ class OperatorContext:
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     # The parsed spec of each job, by (namespace, name): (uid, generation, job, problems).
     _parsed: dict[tuple[str, str], tuple[Any, Any, Optional[FineTuneJob], list[str]]] = field(default_factory=dict)
+    # What each job's spec renders to, by (namespace, name): (uid, generation, upstream outputs, rendered).
+    _rendered: dict[tuple[str, str], tuple[Any, Any, Any, RenderedJob]] = field(default_factory=dict)
 
     @property
     def reads(self) -> Cluster | ClusterCache:
@@ -79,13 +81,24 @@ class OperatorContext:
             cached = self._parsed[key] = (*version, job, problems)
         return cached[2], cached[3]
 
+    def rendered(self, job: FineTuneJob, upstream: dict[str, OutputLocation]) -> RenderedJob:
+        """The job's manifests, rendered once per generation (and upstream outputs), not per reconcile."""
+        meta = job.metadata
+        key, version = (meta.namespace, meta.name), (meta.uid, meta.generation, sorted(upstream.items()))
+        cached = self._rendered.get(key)
+        if cached is None or cached[:3] != version or meta.generation is None:
+            cached = self._rendered[key] = (*version, render_job(job, self.settings, upstream))
+        return cached[3]
+
     def kept(self) -> dict[str, int]:
         """Per-job entries held in memory (besides the cache)."""
-        return {"parsed specs": len(self._parsed), "job locks": len(self._locks)}
+        return {"parsed specs": len(self._parsed), "rendered specs": len(self._rendered),
+                "job locks": len(self._locks)}
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a job that is gone."""
         self._parsed.pop((namespace, name), None)
+        self._rendered.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
         self.metrics.forget(namespace, name)
 
@@ -147,7 +160,7 @@ def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
     cluster, reads, namespace = context.cluster, context.reads, job.metadata.namespace
     rendered = None
     if any(action.kind in CREATING for action in actions):
-        rendered = render_job(job, context.settings, upstream_outputs(upstream))
+        rendered = context.rendered(job, upstream_outputs(upstream))
     for action in actions:
         if action.kind == "ensure_training_objects":
             for manifest in rendered.training_objects():
