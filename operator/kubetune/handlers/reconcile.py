@@ -28,7 +28,7 @@ from ..lifecycle import (
     worker_set,
 )
 from ..lifecycle.conditions import seconds_since
-from ..render import RenderedJob, RenderSettings, output_location, render_job, upstream_jobs
+from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.naming import evaluation_job_name, worker_set_name
 from ..render.sources import OutputLocation
 from .cache import ClusterCache
@@ -52,8 +52,10 @@ class OperatorContext:
     _locks: dict[tuple[str, str], threading.Lock] = field(default_factory=dict)
     # The parsed spec of each job, by (namespace, name): (uid, generation, job, problems).
     _parsed: dict[tuple[str, str], tuple[Any, Any, Optional[FineTuneJob], list[str]]] = field(default_factory=dict)
-    # What each job's spec renders to, by (namespace, name): (uid, generation, upstream outputs, rendered).
-    _rendered: dict[tuple[str, str], tuple[Any, Any, Any, RenderedJob]] = field(default_factory=dict)
+    # The children each job's spec renders to, by (namespace, name): (uid, generation, upstream
+    # outputs, {action kind: ((kind, name), ...)}): a reconcile renders only when one is missing.
+    _children: dict[tuple[str, str], tuple[Any, Any, Any, dict[str, tuple[tuple[str, str], ...]]]] = field(
+        default_factory=dict)
 
     @property
     def reads(self) -> Cluster | ClusterCache:
@@ -81,24 +83,29 @@ class OperatorContext:
             cached = self._parsed[key] = (*version, job, problems)
         return cached[2], cached[3]
 
-    def rendered(self, job: FineTuneJob, upstream: dict[str, OutputLocation]) -> RenderedJob:
-        """The job's manifests, rendered once per generation (and upstream outputs), not per reconcile."""
+    def children(self, job: FineTuneJob, upstream: dict[str, OutputLocation]) -> dict[str, tuple[tuple[str, str], ...]]:
+        """(kind, name) of what each creating action makes, found by rendering once per generation."""
         meta = job.metadata
         key, version = (meta.namespace, meta.name), (meta.uid, meta.generation, sorted(upstream.items()))
-        cached = self._rendered.get(key)
+        cached = self._children.get(key)
         if cached is None or cached[:3] != version or meta.generation is None:
-            cached = self._rendered[key] = (*version, render_job(job, self.settings, upstream))
+            rendered = render_job(job, self.settings, upstream)
+            made = {"ensure_training_objects": rendered.training_objects(),
+                    "ensure_evaluation_job": [rendered.evaluation_job] if rendered.evaluation_job else []}
+            cached = self._children[key] = (*version, {action: tuple(
+                (manifest["kind"], manifest["metadata"]["name"]) for manifest in manifests)
+                for action, manifests in made.items()})
         return cached[3]
 
     def kept(self) -> dict[str, int]:
         """Per-job entries held in memory (besides the cache)."""
-        return {"parsed specs": len(self._parsed), "rendered specs": len(self._rendered),
+        return {"parsed specs": len(self._parsed), "rendered specs": len(self._children),
                 "job locks": len(self._locks)}
 
     def forget(self, namespace: str, name: str) -> None:
         """Drop what is kept about a job that is gone."""
         self._parsed.pop((namespace, name), None)
-        self._rendered.pop((namespace, name), None)
+        self._children.pop((namespace, name), None)
         self._locks.pop((namespace, name), None)
         self.metrics.forget(namespace, name)
 
@@ -158,15 +165,9 @@ CREATING = ("ensure_training_objects", "ensure_evaluation_job")
 def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
           upstream: dict[str, Optional[FineTuneJobStatus]]) -> None:
     cluster, reads, namespace = context.cluster, context.reads, job.metadata.namespace
-    rendered = None
-    if any(action.kind in CREATING for action in actions):
-        rendered = context.rendered(job, upstream_outputs(upstream))
     for action in actions:
-        if action.kind == "ensure_training_objects":
-            for manifest in rendered.training_objects():
-                _ensure(context, manifest)
-        elif action.kind == "ensure_evaluation_job" and rendered.evaluation_job:
-            _ensure(context, rendered.evaluation_job)
+        if action.kind in CREATING:
+            _ensure(context, job, action.kind, upstream_outputs(upstream))
         elif action.kind == "scale_workers":
             current = reads.stateful_set(namespace, worker_set_name(job.metadata.name))
             if current and current["spec"].get("replicas") != action.replicas:
@@ -179,11 +180,16 @@ def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
             cluster.delete_job(namespace, job.metadata.name)
 
 
-def _ensure(context: OperatorContext, manifest: dict[str, Any]) -> None:
-    """Create a child the cache does not hold. A 409 is normal: the cache may lag the API."""
-    meta = manifest["metadata"]
-    if context.reads.get(manifest["kind"], meta["namespace"], meta["name"]) is None:
-        context.remember(manifest["kind"], context.cluster.create(manifest))
+def _ensure(context: OperatorContext, job: FineTuneJob, action: str, upstream: dict[str, OutputLocation]) -> None:
+    """Create the children the cache does not hold. A 409 is normal: the cache may lag the API."""
+    namespace = job.metadata.namespace
+    if all(context.reads.get(kind, namespace, name) for kind, name in context.children(job, upstream)[action]):
+        return
+    rendered = render_job(job, context.settings, upstream)
+    manifests = rendered.training_objects() if action == "ensure_training_objects" else [rendered.evaluation_job]
+    for manifest in manifests:
+        if context.reads.get(manifest["kind"], namespace, manifest["metadata"]["name"]) is None:
+            context.remember(manifest["kind"], context.cluster.create(manifest))
 
 
 def reconcile(context: OperatorContext, namespace: str, name: str) -> Optional[Decision]:
