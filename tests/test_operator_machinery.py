@@ -209,3 +209,31 @@ def test_overdue_counts_keys_due_and_not_taken_so_a_stuck_pool_shows():
     assert queue.overdue() == 2  # nobody took them: the resync timestamp stops moving
     queue.get(), queue.get()
     assert queue.overdue() == 0
+
+
+def test_children_missing_because_their_job_was_just_deleted_are_not_made_anew():
+    """Garbage collection can reach the cache before the job's DELETED event does."""
+    import copy
+
+    from conftest import MINIMAL_JOB
+    from kubetune.handlers.reconcile import OperatorContext, reconcile
+
+    class Gone:  # the API server: the job is deleted; nothing may be created
+        created = []
+
+        def fine_tune_job(self, namespace, name):
+            return None
+
+        def create(self, manifest):
+            self.created.append(manifest)
+
+        def __getattr__(self, name):
+            return lambda *args, **kwargs: None
+
+    body = copy.deepcopy(MINIMAL_JOB)
+    body["metadata"].update(uid="u1", generation=1, resourceVersion="3")
+    cache = ClusterCache()
+    cache.apply("FineTuneJob", "ADDED", body)  # still cached; its children already collected
+    cluster = Gone()
+    reconcile(OperatorContext(cluster, cache=cache), "ml", "demo")
+    assert cluster.created == []

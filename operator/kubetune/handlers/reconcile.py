@@ -185,6 +185,11 @@ def _ensure(context: OperatorContext, job: FineTuneJob, action: str, upstream: d
     namespace = job.metadata.namespace
     if all(context.reads.get(kind, namespace, name) for kind, name in context.children(job, upstream)[action]):
         return
+    # Children also go missing when their job was just deleted (garbage collection can reach the
+    # cache before the job's own DELETED event): ask the API server before making any anew.
+    live = context.cluster.fine_tune_job(namespace, job.metadata.name)
+    if live is None or live["metadata"].get("uid") != job.metadata.uid:
+        return
     rendered = render_job(job, context.settings, upstream)
     manifests = rendered.training_objects() if action == "ensure_training_objects" else [rendered.evaluation_job]
     for manifest in manifests:
