@@ -5,7 +5,7 @@ in docs/reliability.md is printed.
 
 Each trial starts the emulated API server and the real `kubetune operator` process (see
 tests/fault_trial.py). The first trial injects no fault and kills nothing, the baseline for
-the time to converge. Each further trial injects 10 % 500, 5 % 409 (writes), 5 % 429 with
+the time to converge; the second injects faults and kills nothing. Each further trial injects 10 % 500, 5 % 409 (writes), 5 % 429 with
 Retry-After and 10 % +200 ms into the operator's requests, and kills the operator with
 SIGKILL at random moments, restarting it each time. Kills are spread over trials of at most
 five kills each, so every job's lifecycle sees them.
@@ -61,12 +61,14 @@ def main() -> None:
             return done
 
         baseline = [trial(0, 0, False)]
+        faults_only = [trial(1, 0, True)]
         kills = [min(5, options.kills - done) for done in range(0, options.kills, 5)]
-        faulted = [trial(index + 1, count, True) for index, count in enumerate(kills)]
+        faulted = [trial(index + 2, count, True) for index, count in enumerate(kills)]
     print("| run | faults injected | kills | jobs converged | children not exactly once | orphans "
           "| jobs with a missing or repeated phase Event | tracebacks | converge p50 / p99 (s) |")
     print("|---|---|---|---|---|---|---|---|---|")
     print(row("no faults", baseline))
+    print(row("faults", faults_only))
     print(row("faults and kills", faulted))
 
 
