@@ -5,9 +5,10 @@ in docs/reliability.md is printed.
 
 Each trial starts the emulated API server and the real `kubetune operator` process (see
 tests/fault_trial.py). The first trial injects no fault and kills nothing, the baseline for
-the time to converge; the second injects faults and kills nothing. Each further trial injects 10 % 500, 5 % 409 (writes), 5 % 429 with
-Retry-After and 10 % +200 ms into the operator's requests, and kills the operator with
-SIGKILL at random moments, restarting it each time. Kills are spread over trials of at most
+the time to converge; the second injects faults and kills nothing. The faults: 10 % 500,
+5 % 409 (writes), 5 % 429 with Retry-After and 10 % +200 ms on the operator's requests. Each
+further trial injects them too, and kills the operator with SIGKILL at random moments,
+restarting it each time. Kills are spread over trials of at most
 five kills each, so every job's lifecycle sees them.
 """
 
