@@ -283,8 +283,9 @@ def test_suspend_scales_to_zero_and_resume_scales_back(harness):
 
 def test_active_deadline_fails_the_job(harness):
     harness.start_operator()
-    create_job(harness, job_document(runPolicy={"activeDeadlineSeconds": 1}))
-    wait_phase(harness, "Pending")
+    create_job(harness, job_document(runPolicy={"activeDeadlineSeconds": 2}))
+    # Not waiting to see Pending: startTime has whole seconds, so that phase can last a few ms.
+    eventually(lambda: harness.cluster.stateful_set(NS, "demo-worker"), what="the workers")
     set_worker_pod(harness, 0, container_status("running"))
     wait_phase(harness, "Failed", timeout=20)
     assert condition(harness, "Failed")["reason"] == "DeadlineExceeded"
@@ -293,7 +294,7 @@ def test_active_deadline_fails_the_job(harness):
 
 def test_ttl_after_finished_deletes_the_job_and_its_children(harness):
     harness.start_operator()
-    create_job(harness, job_document(evaluation={"enabled": False}, runPolicy={"ttlSecondsAfterFinished": 1}))
+    create_job(harness, job_document(evaluation={"enabled": False}, runPolicy={"ttlSecondsAfterFinished": 3}))
     wait_phase(harness, "Pending")
     set_worker_pod(harness, 0, container_status("terminated", 0))
     wait_phase(harness, "Succeeded")

@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterable, Optional
 from kubernetes.client.exceptions import ApiException
 
 from ..render.naming import JOB_NAME_LABEL, ROLE_LABEL
-from .cluster import CHILD_KINDS, FINE_TUNE_JOB, Cluster, describe
+from .cluster import CHILD_KINDS, FINE_TUNE_JOB, Cluster, NamedReads, describe
 
 log = logging.getLogger("kubetune.cache")
 WATCHED_KINDS = (FINE_TUNE_JOB, *CHILD_KINDS)
@@ -45,7 +45,7 @@ def job_of(kind: str, obj: dict[str, Any]) -> Optional[Key]:
     return (namespace, job) if job else None
 
 
-class ClusterCache:
+class ClusterCache(NamedReads):
     """Objects by kind and (namespace, name); worker and evaluator pods also by job and role."""
 
     def __init__(self, on_change: OnChange = lambda key: None):
@@ -115,18 +115,6 @@ class ClusterCache:
 
     def get(self, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
         return self._objects[kind].get((namespace, name))
-
-    def stateful_set(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get("StatefulSet", namespace, name)
-
-    def claim(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get("PersistentVolumeClaim", namespace, name)
-
-    def batch_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get("Job", namespace, name)
-
-    def fine_tune_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get(FINE_TUNE_JOB, namespace, name)
 
     def pods(self, namespace: str, job_name: str, role: str) -> list[dict[str, Any]]:
         with self._lock:

@@ -135,7 +135,26 @@ def retry_delay(error: Exception, attempt: int) -> Optional[float]:
     return min(0.1 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0)
 
 
-class Cluster:
+class NamedReads:
+    """The reads a reconcile makes by name, over `get` (the API server's, or the cache's)."""
+
+    def get(self, kind: str, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        raise NotImplementedError
+
+    def stateful_set(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get("StatefulSet", namespace, name)
+
+    def claim(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get("PersistentVolumeClaim", namespace, name)
+
+    def batch_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get("Job", namespace, name)
+
+    def fine_tune_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
+        return self.get(FINE_TUNE_JOB, namespace, name)
+
+
+class Cluster(NamedReads):
     def __init__(self, api_client: kubernetes.client.ApiClient, request_timeout: float = 30.0,
                  qps: float = 100.0, burst: int = 200, attempts: int = 4):
         api_client.user_agent = USER_AGENT  # tells the operator's requests apart in audit logs
@@ -177,18 +196,6 @@ class Cluster:
             return self._read(self.custom.get_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name)
         spec = CHILD_KINDS[kind]
         return self._read(getattr(getattr(self, spec.api), f"read_namespaced_{spec.snake}"), name, namespace)
-
-    def stateful_set(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get("StatefulSet", namespace, name)
-
-    def claim(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get("PersistentVolumeClaim", namespace, name)
-
-    def batch_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get("Job", namespace, name)
-
-    def fine_tune_job(self, namespace: str, name: str) -> Optional[dict[str, Any]]:
-        return self.get(FINE_TUNE_JOB, namespace, name)
 
     def _list_call(self, kind: str, namespace: Optional[str]) -> tuple[Callable[..., Any], tuple, dict]:
         """The list function of a kind, its arguments, and its label selector."""
