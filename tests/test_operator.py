@@ -458,7 +458,7 @@ class FlakyCluster:
     """The operator's cluster access, failing once, at its n-th write (a create, patch, delete
     or Event), as an API server error or an operator crash between two writes would."""
 
-    WRITES = {"create", "patch_stateful_set", "patch_job_status", "post_event", "delete_pods", "delete_job"}
+    WRITES = {"create", "patch_stateful_set", "patch_job_status", "post_event", "delete_pod", "delete_job"}
 
     def __init__(self, cluster, fail_at):
         self._cluster, self._left = cluster, fail_at

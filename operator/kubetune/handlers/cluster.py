@@ -260,16 +260,12 @@ class Cluster(NamedReads):
             raise
 
     def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete one pod; its controller creates it anew."""
         try:
             self._call(self.core.delete_namespaced_pod, name, namespace)
         except ApiException as error:
             if error.status != 404:
                 raise
-
-    def delete_pods(self, namespace: str, job_name: str, role: str) -> None:
-        """Delete a job's pods of one role; their controller creates them anew."""
-        for pod in self.pods(namespace, job_name, role):
-            self.delete_pod(namespace, pod["metadata"]["name"])
 
     def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(self.apps.patch_namespaced_stateful_set, name, namespace, patch)

@@ -99,7 +99,7 @@ class OperatorContext:
 
     def kept(self) -> dict[str, int]:
         """Per-job entries held in memory (besides the cache)."""
-        return {"parsed specs": len(self._parsed), "rendered specs": len(self._children),
+        return {"parsed specs": len(self._parsed), "children names": len(self._children),
                 "job locks": len(self._locks)}
 
     def forget(self, namespace: str, name: str) -> None:
