@@ -237,10 +237,6 @@ class Cluster(NamedReads):
             response.close()
             response.release_conn()
 
-    def fine_tune_jobs(self, namespaces: list[str]) -> list[dict[str, Any]]:
-        """Every FineTuneJob in these namespaces (all namespaces when none are named)."""
-        return [item for namespace in (namespaces or [None]) for item in self.list(FINE_TUNE_JOB, namespace)[0]]
-
     def pods(self, namespace: str, job_name: str, role: str) -> list[dict[str, Any]]:
         selector = f"{JOB_NAME_LABEL}={job_name},{ROLE_LABEL}={role}"
         listed = self._call(self.core.list_namespaced_pod, namespace, label_selector=selector)
