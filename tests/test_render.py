@@ -63,7 +63,7 @@ def test_three_node_env_contract():
 
 
 def test_elastic_env_uses_c10d_rendezvous_on_worker_zero():
-    objects = rendered(with_spec(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}))
+    objects = rendered(with_spec(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}))
     env = env_of(trainer_container(objects))
     assert env["PET_NNODES"]["value"] == "1:4"
     assert env["PET_RDZV_BACKEND"]["value"] == "c10d"
@@ -241,7 +241,7 @@ def test_the_config_map_holds_a_trainer_config_the_runtime_decodes():
 
 
 def test_an_elastic_job_has_no_fixed_world_size_and_the_users_env_comes_last():
-    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}, "env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}
+    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}, "env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}
     env = trainer_container(rendered(with_spec(resources=elastic)))["env"]
     names = [item["name"] for item in env]
     assert "WORLD_SIZE" not in names and {"name": "PET_NNODES", "value": "1:4"} in env

@@ -1,7 +1,10 @@
 """The checked-in TRL key table matches the installed TRL's config classes."""
 
+import dataclasses
+
 import trl
 
+from kubetune.api.batch import TRL_BATCH_DEFAULTS
 from kubetune.api.trl_keys import MANAGED_KEYS, generate_table, load_table
 from kubetune.contract.methods import METHODS
 
@@ -26,3 +29,9 @@ def test_managed_keys_are_real_trl_keys():
     # A managed key that TRL no longer has would hide a rename.
     every_field = set().union(*(m["fields"] for m in load_table()["methods"].values()))
     assert set(MANAGED_KEYS) <= every_field, set(MANAGED_KEYS) - every_field
+
+
+def test_the_batch_defaults_the_elastic_batch_split_assumes_are_trls():
+    for method in METHODS.values():
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(trl, method.config_class))}
+        assert {key: defaults[key] for key in TRL_BATCH_DEFAULTS} == TRL_BATCH_DEFAULTS, method.name

@@ -111,8 +111,12 @@ INVALID_SPECS = [
     ("bad memory quantity", _set("spec.resources", {"limits": {"memory": "lots"}}),
      "spec.resources.limits.memory", "quantity"),
     ("nodes outside the elastic range",
-     _set("spec.resources", {"nodes": 5, "elastic": {"minNodes": 1, "maxNodes": 4}}),
+     _set("spec.resources", {"nodes": 5, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}),
      "spec.resources.nodes", "elastic.minNodes..elastic.maxNodes"),
+    ("a global batch that cannot be kept at every size",
+     _set("spec", {**MINIMAL_JOB["spec"], "training": {"per_device_train_batch_size": 2},
+                   "resources": {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}}),
+     "spec.training.gradient_accumulation_steps", "elastic.keepGlobalBatch"),
     ("elastic min above max", _set("spec.resources", {"nodes": 2, "elastic": {"minNodes": 3, "maxNodes": 2}}),
      "spec.resources.elastic.minNodes", "must not exceed maxNodes"),
     ("more processes than GPUs", _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 4}),
@@ -270,7 +274,7 @@ def test_nodes_change_on_update_only_for_elastic_jobs():
     old = with_spec(resources={"nodes": 2})
     with pytest.raises(InvalidJob, match="spec.resources.nodes: nodes can change while a job runs only when elastic"):
         parse_job(with_spec(resources={"nodes": 3}), old_document=old)
-    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}
+    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}
     parse_job(with_spec(resources={**elastic, "nodes": 3}), old_document=with_spec(resources=elastic))
 
 
@@ -321,7 +325,7 @@ def test_run_policy_and_evaluation_may_change(what, changes):
 
 
 def test_an_elastic_job_may_be_resized_and_nothing_else_of_its_resources():
-    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4}}
+    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}
     parse_job(edited(resources={**elastic, "nodes": 4}), old_document=edited(resources=elastic))
     with pytest.raises(InvalidJob, match="spec.resources.elastic: elastic cannot change"):
         parse_job(edited(resources={**elastic, "elastic": {"minNodes": 1, "maxNodes": 8}}),
@@ -346,3 +350,20 @@ def test_an_ordinary_env_variable_is_fine():
     parse_job(with_spec(resources={"env": [{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "RANKING", "value": "x"},
                                            {"name": "HF_TOKEN", "valueFrom": {"secretKeyRef": {"name": "hf",
                                                                                               "key": "t"}}}]}))
+
+
+def test_the_kept_global_batch_must_split_at_every_node_count_and_nodes_may_change():
+    def job(nodes, accumulation, keep=True):
+        return with_spec(training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": accumulation},
+                         resources={"nodes": nodes, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": keep}})
+
+    with pytest.raises(InvalidJob) as refused:
+        parse_job(job(2, 1))
+    message = str(refused.value)
+    for words in ("per_device_train_batch_size 2", "gradient_accumulation_steps 1", "elastic.maxNodes 4 = 8",
+                  "at 3 node(s)", "keepGlobalBatch: false"):
+        assert words in message, message
+    parse_job(job(2, 1, keep=False))  # the per-device batch is kept instead
+    # Anchored at maxNodes, which cannot change: any resize of a valid job stays valid.
+    for nodes in range(1, 5):
+        parse_job(job(nodes, 3), old_document=job(2, 3))

@@ -212,6 +212,11 @@ class ElasticSpec(KubeModel):
     min_nodes: int = Field(ge=1, description="Fewest worker pods training goes on with.")
     max_nodes: int = Field(ge=1, le=1024, description="Most worker pods the job may be scaled to.")
     max_restarts: int = Field(3, ge=0, description="torchrun --max-restarts for membership changes.")
+    keep_global_batch: bool = Field(
+        True, description="Keep the global batch size across resizes: gradient_accumulation_steps is recomputed "
+                          "for each world size so that per_device_train_batch_size x gradient_accumulation_steps x "
+                          "processes x maxNodes stays the same (it must split evenly at every node count in "
+                          "minNodes..maxNodes). false keeps the per-device batch and lets the global batch change.")
 
 
 _RESERVED_ENV = (
@@ -522,6 +527,15 @@ class SeenPod(StatusModel):
     disrupted: bool = Field(False, description="The pod's eviction or preemption was counted.")
 
 
+class ResizeRecord(StatusModel):
+    from_nodes: int = Field(alias="from", description="Worker pods before the resize.")
+    to_nodes: int = Field(alias="to", description="Worker pods after it.")
+    time: str = Field(description="When the operator saw the new node count.")
+    checkpoint: Optional[str] = Field(
+        None, description="The newest checkpoint then: training goes on from it at the new size.")
+    global_batch_size: Optional[int] = Field(None, description="The global batch size at the new size.")
+
+
 class WorkersStatus(StatusModel):
     desired: int = Field(0, description="Worker pods the job should run now.")
     ready: int = Field(0, description="Worker pods running.")
@@ -532,6 +546,9 @@ class WorkersStatus(StatusModel):
     restarted_at: Optional[str] = Field(None, description="When the stall watchdog last restarted the workers.")
     seen: dict[str, SeenPod] = Field(
         default_factory=dict, description="Bookkeeping for the counts above: the current worker pods, by uid.")
+    resizes: list[ResizeRecord] = Field(
+        default_factory=list, description="Each change of the node count while the job ran (the last 20), oldest "
+                                          "first.")
 
 
 class FailureStatus(StatusModel):

@@ -2,7 +2,8 @@
 
 Three passes, each reporting every problem it finds: the typed models (shape, types,
 ranges), the CEL rules attached to the models (the same ones the API server enforces from
-the CRD), and the `spec.training` keys against the method's TRL config class.
+the CRD), and the `spec.training` keys against the method's TRL config class; then, on a
+job with none of those, how an elastic job's batch splits.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..contract.metrics import METRICS, METRIC_PATTERN
 from ..contract.sources import SCHEMES, SOURCE_PATTERN
+from .batch import uneven_split
 from .models import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, JOB_NAME_PATTERN, RESOURCE_NAME_PATTERN, FineTuneJob
 from .trl_keys import check_training_keys
 
@@ -167,6 +169,11 @@ def training_problems(job: FineTuneJob) -> list[Problem]:
     ]
 
 
+def batch_problems(job: FineTuneJob) -> list[Problem]:
+    uneven = uneven_split(job.spec)
+    return [Problem("spec.training.gradient_accumulation_steps", uneven)] if uneven else []
+
+
 INT64 = 2**63
 
 
@@ -198,6 +205,7 @@ def parse_job(document: Any, old_document: Any = None) -> FineTuneJob:
     if old_document is not None:
         old_job = FineTuneJob.model_validate({k: v for k, v in old_document.items() if k != "status"})
     problems = cel_problems(job, old_job) + training_problems(job)
+    problems += [] if problems else batch_problems(job)
     if problems:
         raise InvalidJob(problems)
     return job
