@@ -13,6 +13,9 @@ from conftest import MINIMAL_JOB
 from kubetune.api.models import GROUP, PLURAL, VERSION
 from operator_harness import Harness, allowed_requests, eventually
 
+# Elastic 1..4 with the per-device batch kept: the default global batch does not split at 3.
+ELASTIC = {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}
+
 NS = "ml"
 pytestmark = pytest.mark.timeout(90)
 
@@ -309,9 +312,9 @@ def test_ttl_after_finished_deletes_the_job_and_its_children(harness):
 
 def test_elastic_resize_changes_the_worker_count(harness):
     harness.start_operator()
-    create_job(harness, job_document(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}))
+    create_job(harness, job_document(resources={"nodes": 2, "elastic": ELASTIC}))
     eventually(lambda: replicas(harness) == 2, what="two workers")
-    patch_spec(harness, "demo", {"resources": {"nodes": 3, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}})
+    patch_spec(harness, "demo", {"resources": {"nodes": 3, "elastic": ELASTIC}})
     eventually(lambda: replicas(harness) == 3, what="three workers")
     env = harness.cluster.stateful_set(NS, "demo-worker")["spec"]["template"]["spec"]["containers"][0]["env"]
     assert {"name": "PET_NNODES", "value": "1:4"} in env
@@ -553,10 +556,10 @@ def test_a_spec_is_checked_once_per_generation_and_forgotten_with_its_job(harnes
     monkeypatch.setattr(reconcile_module, "parse_job", lambda body: parsed.append(body["metadata"]["generation"])
                         or real(body))
     context = harness.start_operator()
-    create_job(harness, job_document(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}))
+    create_job(harness, job_document(resources={"nodes": 2, "elastic": ELASTIC}))
     wait_phase(harness, "Pending")
     time.sleep(1)  # several resyncs
-    patch_spec(harness, "demo", {"resources": {"nodes": 3, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}})
+    patch_spec(harness, "demo", {"resources": {"nodes": 3, "elastic": ELASTIC}})
     eventually(lambda: replicas(harness) == 3, what="the new generation applied")
     time.sleep(1)
     assert parsed == [1, 2]

@@ -63,14 +63,30 @@ def test_three_node_env_contract():
 
 
 def test_elastic_env_uses_c10d_rendezvous_on_worker_zero():
-    objects = rendered(with_spec(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}}))
+    elastic = {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}
+    objects = rendered(with_spec(resources={"nodes": 2, "elastic": elastic}))
     env = env_of(trainer_container(objects))
     assert env["PET_NNODES"]["value"] == "1:4"
     assert env["PET_RDZV_BACKEND"]["value"] == "c10d"
     assert env["PET_RDZV_ENDPOINT"]["value"] == f"demo-worker-0.demo-workers.ml.svc:{contract.RENDEZVOUS_PORT}"
     assert env["PET_RDZV_ID"]["value"] == UID
     assert env["PET_MAX_RESTARTS"]["value"] == "3"
+    # The operator, not torchrun's 600 s, decides how long a job waits for minNodes; a node that
+    # joins later gets its MASTER_ADDR only when the rendezvous store is not shared.
+    assert env["PET_RDZV_CONF"]["value"] == "join_timeout=604800"
+    assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"]["value"] == "1"
     assert objects.stateful_set["spec"]["replicas"] == 2
+
+
+def test_an_elastic_job_tells_the_trainer_the_global_batch_it_keeps():
+    def trainer_config(keep):
+        job = with_spec(training={"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3},
+                        resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": keep}})
+        return TrainerConfig.decode(rendered(job).config_map["data"][contract.CONFIG_FILE])
+
+    assert trainer_config(True).elastic.global_batch_size == 2 * 3 * 4
+    assert trainer_config(False).elastic.global_batch_size is None
+    assert TrainerConfig.decode(rendered(with_spec()).config_map["data"][contract.CONFIG_FILE]).elastic is None
 
 
 def every_rendered_object():
@@ -241,7 +257,8 @@ def test_the_config_map_holds_a_trainer_config_the_runtime_decodes():
 
 
 def test_an_elastic_job_has_no_fixed_world_size_and_the_users_env_comes_last():
-    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False}, "env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}
+    elastic = {"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 4, "keepGlobalBatch": False},
+               "env": [{"name": "NCCL_DEBUG", "value": "INFO"}]}
     env = trainer_container(rendered(with_spec(resources=elastic)))["env"]
     names = [item["name"] for item in env]
     assert "WORLD_SIZE" not in names and {"name": "PET_NNODES", "value": "1:4"} in env

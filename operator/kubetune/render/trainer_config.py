@@ -8,10 +8,12 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from .. import contract
+from ..api.batch import kept_global_batch
 from ..api.models import DatasetSpec, DistributedSpec, FineTuneJob
 from ..contract.config import (
     DatasetConfig,
     DistributedConfig,
+    ElasticConfig,
     EvaluationConfig,
     JobRef,
     ModelConfig,
@@ -124,6 +126,7 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         rewards=[RewardConfig(**reward.model_dump(), location=location(f"spec.rewards[{index}].model"))
                  for index, reward in enumerate(spec.rewards or [])],
         distributed=DistributedConfig(**spec.distributed.model_dump()),
+        elastic=ElasticConfig(global_batch_size=kept_global_batch(spec)) if spec.resources.elastic else None,
         evaluation=EvaluationConfig(
             **evaluation.model_dump(exclude={"enabled", "resources", "dataset"}),
             dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))

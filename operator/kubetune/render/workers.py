@@ -19,6 +19,7 @@ from .naming import (
 from .sources import OutputLocation, ResolvedSource
 
 ROLE = "worker"
+ELASTIC_JOIN_TIMEOUT_SECONDS = 7 * 24 * 3600
 PORTS = [
     {"name": "master", "containerPort": contract.MASTER_PORT, "protocol": "TCP"},
     {"name": "rendezvous", "containerPort": contract.RENDEZVOUS_PORT, "protocol": "TCP"},
@@ -47,6 +48,12 @@ def rendezvous_env(job: FineTuneJob) -> list[dict[str, Any]]:
             {"name": "PET_RDZV_ENDPOINT", "value": f"{master}:{contract.RENDEZVOUS_PORT}"},
             {"name": "PET_RDZV_ID", "value": job.metadata.uid or name},
             {"name": "PET_MAX_RESTARTS", "value": str(elastic.max_restarts)},
+            # torchrun gives up a rendezvous after 600 s by default and the pod restarts; how long an
+            # elastic job may wait for minNodes is the operator's to decide (activeDeadlineSeconds).
+            {"name": "PET_RDZV_CONF", "value": f"join_timeout={ELASTIC_JOIN_TIMEOUT_SECONDS}"},
+            # With the rendezvous store shared with the process group, a node that joins a running
+            # job waits for a MASTER_ADDR that rank 0 wrote only in the first round (pytorch#135712).
+            {"name": "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "value": "1"},
         ]
     env += [
         {"name": "MASTER_ADDR", "value": master},
