@@ -68,6 +68,19 @@ def holds(kind, status, reason, since, message=""):
     return {**condition(kind, status, reason), "message": message, "lastTransitionTime": since}
 
 
+def elastic(nodes, min_nodes=1, max_nodes=4, keep=True, **spec):
+    """An elastic job's spec at `nodes`; a global batch that splits at every size up to 4 nodes."""
+    return {"resources": {"nodes": nodes, "elastic": {"minNodes": min_nodes, "maxNodes": max_nodes,
+                                                      "keepGlobalBatch": keep}},
+            "training": {"per_device_train_batch_size": 2, "gradient_accumulation_steps": 3}, **spec}
+
+
+def resized_from(nodes, checkpoint="checkpoint-20"):
+    """A training job's status whose last decision wanted `nodes` workers."""
+    return {**training_for(60, 5), "workers": {"desired": nodes},
+            "progress": {"step": 25, "phase": "training", "lastCheckpoint": checkpoint, "lastStepTime": ago(5)}}
+
+
 def report(reason, message):
     return FailureReport(reason=reason, message=message, last_logs="...\n" + message).fitted()
 
@@ -165,9 +178,20 @@ TABLE = [
      Observed(NOW, WorkerSet(1)), "Succeeded", [], [Action("scale_workers", 0)]),
     ("TTL after finishing deletes the job", {"runPolicy": {"ttlSecondsAfterFinished": 60}},
      {"phase": "Failed", "completionTime": ago(61)}, Observed(NOW), "Failed", [], [Action("delete_job")]),
-    ("elastic resize scales the workers", {"resources": {"nodes": 3, "elastic": {"minNodes": 1, "maxNodes": 4}}},
-     {"phase": "Training"}, Observed(NOW, WorkerSet(2, 2), (running(), running("demo-worker-1"))),
-     "Initializing", [], [Action("scale_workers", 3)]),
+    # --- elastic jobs ---
+    ("elastic resize up scales the workers and trains on meanwhile", elastic(3), resized_from(2),
+     Observed(NOW, WorkerSet(2, 2), (running(), running("demo-worker-1"))),
+     "Training", [condition("Running", "True", "ElasticPartial")], [Action("scale_workers", 3)]),
+    ("elastic resize down: the pod leaving is no failure", elastic(1), resized_from(2),
+     Observed(NOW, WorkerSet(1, 1), (running(), crashing(3, "Connection reset by peer", "demo-worker-1"))),
+     "Training", [condition("Running", "True", "WorkersRunning")], [Action("scale_workers", 1)]),
+    ("elastic with a lost worker trains on at minNodes", elastic(2), training_for(60, 10, desired=2),
+     Observed(NOW, WorkerSet(2, 1), (running(), unschedulable())),
+     "Training", [condition("Running", "True", "ElasticPartial")], [Action("scale_workers", 2)]),
+    ("elastic below minNodes waits past schedulingTimeoutSeconds",
+     elastic(2, 2, runPolicy={"schedulingTimeoutSeconds": 60}), training_for(600, 300, desired=2),
+     Observed(NOW, WorkerSet(2, 1), (running(), unschedulable())),
+     "Initializing", [condition("Running", "False", "BelowMinNodes")], [Action("scale_workers", 2)]),
     # --- why workers do not run ---
     ("an image that cannot be pulled is the reason", TWO_NODES, {"phase": "Pending"},
      Observed(NOW, WorkerSet(2), (running(), waiting("ImagePullBackOff", "Back-off pulling image \"trainer:9\""))),
@@ -183,7 +207,8 @@ TABLE = [
      Observed(NOW, WorkerSet(2), (running(), unschedulable())),
      "Initializing", [condition("Running", "False", "Unschedulable")], [Action("scale_workers", 2)]),
     ("the output claim does not bind", {}, {"phase": "Pending"},
-     Observed(NOW, WorkerSet(1), (unschedulable("0/3 nodes: pod has unbound immediate PersistentVolumeClaims"),),
+     Observed(NOW, WorkerSet(1), (unschedulable("0/3 nodes: pod has unbound immediate PersistentVolumeClaims",
+                                                "demo-worker-0"),),
               claim_pending="persistentvolumeclaim demo-output is Pending (not bound to a volume)"),
      "Pending", [condition("Running", "False", "Unschedulable")], []),
     ("unscheduled past schedulingTimeoutSeconds fails", {"runPolicy": {"schedulingTimeoutSeconds": 600}, **TWO_NODES},
@@ -399,3 +424,36 @@ def test_pods_and_jobs_are_read_from_kubernetes_objects():
     run = evaluation_run(job, [eval_pod])
     assert (run.succeeded, run.failed, run.message, run.pod.name) == (True, False, EVAL_SUMMARY, "demo-eval-x")
     assert evaluation_run(None, []) is None
+
+
+def test_a_resize_is_recorded_once_with_its_checkpoint_and_the_global_batch():
+    job = parse_job(with_spec(**elastic(1)))
+    leaving = crashing(3, "Connection reset by peer", "demo-worker-1")
+    observed = Observed(NOW, WorkerSet(1, 1), (running(), leaving))
+    first = decide(job, [], resized_from(2), observed)
+    resized = [event for event in first.events if event.reason == "Resized"]
+    assert len(resized) == 1 and resized[0].type == "Normal"
+    assert resized[0].message == ("resized from 2 to 1 nodes; training goes on from checkpoint-20; "
+                                  "global batch kept at 24")
+    assert first.status["workers"]["resizes"] == [
+        {"from": 2, "to": 1, "time": ago(0), "checkpoint": "checkpoint-20", "globalBatchSize": 24}]
+    assert first.status["workers"]["restarts"] == 0  # the pod leaving does not count
+    again = decide(job, [], first.status, observed)
+    assert not [event for event in again.events if event.reason == "Resized"]
+    assert len(again.status["workers"]["resizes"]) == 1
+
+
+def test_without_keep_global_batch_the_resize_says_the_batch_changed():
+    job = parse_job(with_spec(**elastic(2, keep=False)))
+    decision = decide(job, [], resized_from(1), Observed(NOW, WorkerSet(2, 2), (running(), running("demo-worker-1"))))
+    message = next(event.message for event in decision.events if event.reason == "Resized")
+    assert message.endswith("global batch now 12 (was 6)")
+    assert decision.status["workers"]["resizes"][0]["globalBatchSize"] == 12
+
+
+def test_resuming_from_suspend_is_not_a_resize():
+    job = parse_job(with_spec(**elastic(2)))
+    status = {"phase": "Suspended", "workers": {"desired": 0}}
+    decision = decide(job, [], status, Observed(NOW, WorkerSet(0)))
+    assert not [event for event in decision.events if event.reason == "Resized"]
+    assert not decision.status["workers"].get("resizes")

@@ -15,7 +15,11 @@ Rules are checked in order; the first that applies sets the phase:
   otherwise                -> training objects ensured, workers at spec.resources.nodes;
                               Pending / Initializing / Training by how many workers run, with
                               why the others do not (failing at once when no wait can fix it,
-                              or after schedulingTimeoutSeconds), and the stall watchdog
+                              or after schedulingTimeoutSeconds), and the stall watchdog.
+                              An elastic job trains on with minNodes running, records each
+                              change of nodes (Resized), and once it has trained waits below
+                              minNodes instead of failing; pods a scale-down removes are
+                              leaving, not failing
 
 Every restart counts, across recreated pods (status.workers). Status goes in and comes out as
 the typed status models the CRD is generated from.
@@ -27,6 +31,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .. import contract
+from ..api.batch import global_batch_at, kept_global_batch
 from ..api.models import (
     TERMINAL_PHASES,
     EvaluationStatus,
@@ -34,6 +39,7 @@ from ..api.models import (
     FineTuneJob,
     FineTuneJobStatus,
     ProgressStatus,
+    ResizeRecord,
 )
 from ..contract.evaluation import EvaluationSummary
 from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
@@ -44,6 +50,8 @@ from .failures import failure, report_of
 from .observed import Observed, Termination, WorkerPod
 from .watchdog import stall
 from .workers import Waiting, count_workers, restart_message, waiting
+
+MAX_RESIZES_KEPT = 20
 
 ActionKind = Literal["ensure_training_objects", "scale_workers", "restart_workers", "ensure_evaluation_job",
                      "delete_job"]
@@ -93,6 +101,7 @@ class _Next:
         self.generation = generation
         self.actions: list[Action] = []
         self.events: list[Event] = []
+        self.old_desired = 0  # the worker count the last decision wanted
 
     def condition(self, kind: str, value: bool, reason: str, message: str = "") -> None:
         self.status.conditions = set_condition(
@@ -152,6 +161,9 @@ def decide(
         return _finished(job, state, observed)
     run_policy = job.spec.run_policy
     state.status.progress = _progress(state.status.progress, observed.progress, state)
+    # Pods a scale-down removes are leaving: their exits and restarts are not failures.
+    observed = observed.without_pods_from(job.spec.desired_workers())
+    state.old_desired = state.status.workers.desired if state.status.workers else 0
     state.status.workers, restarts = count_workers(state.status.workers, observed, job.spec.desired_workers())
     state.events += [Event("Warning", "WorkerRestarted", restart_message(r, state.status.workers,
                                                                              run_policy.backoff_limit))
@@ -214,6 +226,8 @@ def _running(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
 def _training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
     nodes = job.spec.desired_workers()
     state.actions += [Action("ensure_training_objects"), Action("scale_workers", nodes)]
+    if state.old_desired and state.old_desired != nodes:
+        _resized(job, state, state.old_desired, nodes)
     if not state.holds("Created"):
         state.condition("Created", True, "ChildrenCreated", "worker StatefulSet, Service, ConfigMap and volume")
     state.clear("Suspended", "Resumed")
@@ -224,10 +238,31 @@ def _training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
     elif state.holds("Restarting"):
         state.condition("Restarting", False, "WorkersRunning")
     running = state.status.workers.ready
+    elastic = job.spec.resources.elastic
     if running >= nodes:
         state.condition("Running", True, "WorkersRunning", f"{running}/{nodes} workers running")
         return _watch(job, state, observed)
+    if elastic and running >= elastic.min_nodes:
+        why = waiting(observed.pods, None)
+        state.condition("Running", True, "ElasticPartial", f"{running}/{nodes} workers running; training goes on "
+                        f"with {running} (elastic.minNodes {elastic.min_nodes}) until the others join"
+                        + (f"; {why.reason}: {why.message}" if why else ""))
+        return _watch(job, state, observed)
     return _not_all_running(job, state, observed, bool(restarting))
+
+
+def _resized(job: FineTuneJob, state: _Next, old: int, new: int) -> None:
+    """A new node count for a running elastic job: recorded, with an Event, once."""
+    progress = state.status.progress
+    checkpoint = progress.last_checkpoint if progress else None
+    record = ResizeRecord(from_nodes=old, to_nodes=new, time=timestamp(state.now), checkpoint=checkpoint,
+                          global_batch_size=global_batch_at(job.spec, new))
+    state.status.workers.resizes = (state.status.workers.resizes + [record])[-MAX_RESIZES_KEPT:]
+    kept = kept_global_batch(job.spec)
+    batch = (f"global batch kept at {kept}" if kept else
+             f"global batch now {record.global_batch_size} (was {global_batch_at(job.spec, old)})")
+    state.events.append(Event("Normal", "Resized", f"resized from {old} to {new} nodes; training goes on from "
+                                                   f"{checkpoint or 'the start (no checkpoint yet)'}; {batch}"))
 
 
 def _not_all_running(job: FineTuneJob, state: _Next, observed: Observed, restarting: bool) -> Decision:
@@ -235,6 +270,13 @@ def _not_all_running(job: FineTuneJob, state: _Next, observed: Observed, restart
     why = waiting(observed.pods, observed.claim_pending)
     if why and why.at_once:
         return state.fail(why.failure, why.message)
+    elastic = job.spec.resources.elastic
+    if elastic and state.status.progress:
+        # It trained before and lost workers: it waits for minNodes, it does not fail.
+        state.warn_on_change("Running", False, "BelowMinNodes",
+                             f"{running}/{nodes} workers running, below elastic.minNodes {elastic.min_nodes}; "
+                             "training waits for more" + (f": {why.reason}: {why.message}" if why else ""))
+        return state.finish("Initializing" if running else "Pending")
     if why:
         state.warn_on_change("Running", False, why.reason, why.message)
     elif find(state.status.conditions, "Running"):  # no longer all running, or a waiting reason that went away
@@ -261,7 +303,8 @@ def _watch(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
     """Training with every worker running: the stall watchdog."""
     workers, progress = state.status.workers, state.status.progress
     running_since = find(state.status.conditions, "Running").last_transition_time
-    watching_since = max(running_since, workers.restarted_at or running_since)
+    resized_at = workers.resizes[-1].time if workers.resizes else running_since
+    watching_since = max(running_since, workers.restarted_at or running_since, resized_at)
     if state.holds("Stalled") and progress and progress.last_step_time and progress.last_step_time > watching_since:
         state.condition("Stalled", False, "Progressing", f"step {progress.step} reached after the restart")
     stalled = stall(job.spec.run_policy, progress, watching_since, observed.now)

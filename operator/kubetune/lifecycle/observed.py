@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
@@ -37,6 +37,12 @@ class WorkerPod:
     def terminations(self) -> list[Termination]:
         return [t for t in (self.terminated, self.last_terminated) if t is not None]
 
+    @property
+    def ordinal(self) -> Optional[int]:
+        """The StatefulSet ordinal its name ends with."""
+        number = self.name.rpartition("-")[2]
+        return int(number) if number.isdigit() else None
+
 
 @dataclass(frozen=True)
 class WorkerSet:
@@ -66,6 +72,11 @@ class Observed:
     progress: Optional[Progress] = None
     # Why the output claim is not bound yet (None: bound, or not looked at).
     claim_pending: Optional[str] = None
+
+    def without_pods_from(self, ordinal: int) -> "Observed":
+        """Without the pods a scale-down removes (ordinals from `ordinal` on): they are leaving, not failing."""
+        kept = tuple(pod for pod in self.pods if pod.ordinal is None or pod.ordinal < ordinal)
+        return self if kept == self.pods else replace(self, pods=kept)
 
 
 def _termination(state: Optional[Mapping[str, Any]]) -> Optional[Termination]:
