@@ -174,3 +174,60 @@ def test_builtin_model_is_whole_when_ranks_build_it_inside_a_process_group(tmp_p
                                           nprocs=2, join=True, start_method="spawn")
     model = folder / f"tiny-v{BUILD_VERSION}" / "model"
     assert (model / "config.json").exists() and (model / "model.safetensors").exists()
+
+
+def elastic_config(training, global_batch=None):
+    from kubetune.contract.config import ElasticConfig, TrainerConfig
+
+    location = Location(kind="builtin", ref="tiny")
+    return TrainerConfig(
+        api_version="kubetune.io/v1alpha1", job={"name": "demo", "namespace": "ml"}, method="sft",
+        model={"source": "builtin://tiny", "location": location},
+        dataset={"source": "builtin://tiny", "location": location}, training=training,
+        elastic=ElasticConfig(global_batch_size=global_batch),
+        output={"dir": "/o", "checkpoints": "/o/c", "model": "/o/m", "completion_record": "/o/r", "evaluation": "/o/e"})
+
+
+def saved_checkpoint(folder, step, max_steps, ranks, zero=False):
+    """A checkpoint's files as `ranks` processes leave them (DDP: RNG states; ZeRO: optimizer partitions)."""
+    checkpoint = folder / f"checkpoint-{step}"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"global_step": step, "max_steps": max_steps}))
+    names = [f"rng_state_{rank}.pth" for rank in range(ranks)] if ranks > 1 else ["rng_state.pth"]
+    if zero:
+        (checkpoint / "latest").write_text(f"global_step{step}")
+        names += [f"global_step{step}/bf16_zero_pp_rank_{rank}_mp_rank_00_optim_states.pt" for rank in range(ranks)]
+        names.append(f"global_step{step}/mp_rank_00_model_states.pt")
+    for name in names:
+        (checkpoint / name).parent.mkdir(exist_ok=True)
+        (checkpoint / name).write_bytes(b"")
+    return checkpoint
+
+
+def test_a_kept_global_batch_sets_the_accumulation_for_the_world_size():
+    from trainer_entrypoint.train.resize import plan_resume
+
+    config = elastic_config({"per_device_train_batch_size": 2}, global_batch=24)
+    assert plan_resume(config, None, 4, 8).training == {"gradient_accumulation_steps": 3}
+    assert plan_resume(config, None, 1, 8).training == {"gradient_accumulation_steps": 12}
+    assert plan_resume(elastic_config({}, global_batch=32), None, 2, 8).training == {"gradient_accumulation_steps": 2}
+    with pytest.raises(PermanentError, match="gradient_accumulation_steps: the global batch 24 does not split"):
+        plan_resume(config, None, 5, 8)
+    assert plan_resume(elastic_config({"per_device_train_batch_size": 2}), None, 3, 8).training == {}
+
+
+def test_a_checkpoint_of_another_world_size_keeps_its_plan_and_zero_loads_it_as_universal(tmp_path):
+    from trainer_entrypoint.train.resize import plan_resume, saved_world_size
+
+    ddp = saved_checkpoint(tmp_path / "ddp", 40, 400, ranks=2)
+    zero = saved_checkpoint(tmp_path / "zero", 60, 380, ranks=2, zero=True)
+    alone = saved_checkpoint(tmp_path / "one", 80, 400, ranks=1)
+    assert (saved_world_size(ddp), saved_world_size(zero), saved_world_size(alone)) == (2, 2, 1)
+    assert plan_resume(elastic_config({}), ddp, 2, 8).training == {}  # same size: nothing changes
+    resized = plan_resume(elastic_config({"num_train_epochs": 3}), ddp, 1, 8)
+    assert resized.training == {"max_steps": 400} and not resized.universal
+    deepspeed = tmp_path / "ds.json"
+    deepspeed.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
+    universal = plan_resume(elastic_config({"deepspeed": str(deepspeed)}), zero, 1, 8)
+    assert universal.universal and universal.training["max_steps"] == 380
+    assert universal.training["deepspeed"] == {"zero_optimization": {"stage": 2}, "checkpoint": {"load_universal": True}}

@@ -51,6 +51,15 @@ def trl_args(config: TrainerConfig, gpu: bool, bf16_supported: bool):
         raise PermanentError(f"spec.training: {config_class.__name__} refused it: {error}") from None
 
 
+def training_default(config: TrainerConfig, key: str) -> Any:
+    """The method's TRL config default for a key."""
+    import dataclasses
+
+    import trl
+
+    return next(f.default for f in dataclasses.fields(getattr(trl, config.trainer.config_class)) if f.name == key)
+
+
 def check_model(reference: str, model: ModelConfig) -> None:
     """Fail permanently, before any heavy work, when the model cannot exist."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import time
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any, Optional
@@ -15,12 +16,28 @@ from kubetune.contract.output import CompletionRecord, newest_complete_checkpoin
 
 from ..errors import exit_code_for
 from .checkpoints import discard_incomplete
+from .resize import ResumePlan, convert_to_universal, plan_resume
 
 WEIGHT_DIGEST_ENV = "KUBETUNE_WEIGHT_DIGEST_DIR"
 
 
 def rank() -> int:
     return int(os.environ.get("RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def for_this_world_size(config: TrainerConfig, resume_from: Optional[Path]) -> tuple[TrainerConfig, ResumePlan]:
+    """The config with the keys that depend on the world size set for the current one."""
+    from .trainer import training_default
+
+    plan = plan_resume(config, resume_from, world_size(), training_default(config, "per_device_train_batch_size"))
+    if rank() == 0:
+        for note in plan.notes:
+            print(f"kubetune: {note}", flush=True)
+    return config.model_copy(update={"training": {**config.training, **plan.training}}), plan
 
 
 def start_progress(config: TrainerConfig):
@@ -70,7 +87,15 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
         progress, callback, server = start_progress(config)
         callbacks.append(callback)
     try:
+        config, plan = for_this_world_size(config, resume_from)
         trainer = build_trainer(config, callbacks)
+        if plan.universal and resume_from:
+            if rank() == 0:
+                started = time.monotonic()
+                if convert_to_universal(resume_from):
+                    print(f"kubetune: converted {resume_from.name} to a universal checkpoint in "
+                          f"{time.monotonic() - started:.1f} s", flush=True)
+            trainer.accelerator.wait_for_everyone()
         if resume_from:
             print(f"kubetune: resuming from {resume_from.name}", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)

@@ -64,6 +64,14 @@ class DistributedConfig(Document):
     offload: str = "none"
 
 
+class ElasticConfig(Document):
+    """A job whose world size may change while it trains."""
+
+    global_batch_size: Optional[int] = Field(
+        None, description="Samples per optimizer step at every world size (gradient_accumulation_steps is "
+                          "recomputed); None keeps the per-device batch instead.")
+
+
 class SamplingConfig(Document):
     n: int = 1
     temperature: float = 0.0
@@ -100,6 +108,7 @@ class TrainerConfig(Document):
     peft: Optional[PeftConfig] = None
     rewards: list[RewardConfig] = Field(default_factory=list)
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
+    elastic: Optional[ElasticConfig] = None
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
     output: OutputPaths
 
