@@ -230,4 +230,5 @@ def test_a_checkpoint_of_another_world_size_keeps_its_plan_and_zero_loads_it_as_
     deepspeed.write_text(json.dumps({"zero_optimization": {"stage": 2}}))
     universal = plan_resume(elastic_config({"deepspeed": str(deepspeed)}), zero, 1, 8)
     assert universal.universal and universal.training["max_steps"] == 380
-    assert universal.training["deepspeed"] == {"zero_optimization": {"stage": 2}, "checkpoint": {"load_universal": True}}
+    assert universal.training["deepspeed"] == {"zero_optimization": {"stage": 2},
+                                               "checkpoint": {"load_universal": True}}

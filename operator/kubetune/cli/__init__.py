@@ -156,11 +156,14 @@ def local_overrides(job: FineTuneJob) -> dict[str, str]:
 @click.argument("file")
 @click.option("--job", "job_name", default=None, help="Which job of a file with several.")
 @click.option("--run-dir", default=None, help="Folder for the job's volumes and logs.  [default: kubetune-runs/NAME]")
-def run(file: str, job_name: Optional[str], run_dir: Optional[str]) -> None:
+@click.option("--nodes", type=click.IntRange(min=1), default=None,
+              help="Worker pods to start with, instead of spec.resources.nodes.")
+def run(file: str, job_name: Optional[str], run_dir: Optional[str], nodes: Optional[int]) -> None:
     """Run a FineTuneJob on this machine: the operator's pods as local processes.
 
     Running the same command again resumes from the last checkpoint (or, after success,
-    only evaluates again). Exit code 0: Succeeded; 1: Failed; 2: invalid input; 130: stopped.
+    only evaluates again). An elastic job can be resized while it runs with `kubetune scale`.
+    Exit code 0: Succeeded; 1: Failed; 2: invalid input; 130: stopped.
     """
     import time
 
@@ -175,6 +178,8 @@ def run(file: str, job_name: Optional[str], run_dir: Optional[str]) -> None:
     if any(item.problems for item in loaded):
         sys.exit(2)
     job = _pick([item.job for item in loaded if item.job], job_name, file)
+    if nodes is not None:
+        job = _with_nodes(job, nodes, f"{file}: --nodes")
     upstream = [s for s in (job.spec.model.source, job.spec.dataset.source) if s.startswith("job://")]
     if upstream:
         click.echo(f"{file}: {upstream[0]}: job:// sources need the operator; locally, point at the upstream "
@@ -200,6 +205,37 @@ def run(file: str, job_name: Optional[str], run_dir: Optional[str]) -> None:
     if logs:
         console.print(f"last lines of {failure.worker or 'the failed pod'}:\n{logs}", markup=False)
     sys.exit(0 if decision.phase == "Succeeded" else 1)
+
+
+def _with_nodes(job: FineTuneJob, nodes: int, label: str, old: Optional[FineTuneJob] = None) -> FineTuneJob:
+    """The job at another node count, checked by the rules the API server applies to that change."""
+    document = job.wire()
+    document["spec"]["resources"]["nodes"] = nodes
+    try:
+        return parse_job(document, old_document=old.wire() if old else None)
+    except InvalidJob as error:
+        for problem in error.problems:
+            click.echo(f"{label}: {problem}", err=True)
+        sys.exit(2)
+
+
+@main.command()
+@click.argument("run_dir", metavar="RUN-DIR")
+@click.argument("nodes", type=click.IntRange(min=1))
+def scale(run_dir: str, nodes: int) -> None:
+    """Resize the elastic job `kubetune run` is running in RUN-DIR to NODES worker pods,
+    as `kubectl scale ftj/NAME --replicas=NODES` does in a cluster."""
+    from ..local.run import JOB_FILE, NODES_FILE
+
+    folder = Path(run_dir)
+    loaded = list(load_jobs(str(folder / JOB_FILE)))
+    if not loaded or loaded[0].job is None:
+        click.echo(f"{run_dir}: no job of `kubetune run` here ({JOB_FILE} is missing or unreadable)", err=True)
+        sys.exit(2)
+    running = loaded[0].job
+    _with_nodes(running, nodes, run_dir, old=running)
+    (folder / NODES_FILE).write_text(str(nodes))
+    click.echo(f"{running.metadata.name}: scaling from {running.spec.resources.nodes} to {nodes} nodes")
 
 
 @main.command()

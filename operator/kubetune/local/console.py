@@ -6,6 +6,7 @@ import time
 from typing import Any, Optional
 
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -39,7 +40,8 @@ class RunDisplay:
     def tick(self, decision: Decision) -> None:
         for event in decision.events:
             style = "yellow" if event.type == "Warning" else "cyan"
-            self.console.print(f"[{style}]{event.reason}[/]: {event.message}")
+            # A message quotes logs, whose brackets are not markup.
+            self.console.print(f"[{style}]{event.reason}[/]: {escape(event.message)}")
         progress = decision.status.progress or ProgressStatus()
         step, total = progress.step, progress.total_steps
         if step and self.first_step_seconds is None:

@@ -24,9 +24,13 @@ from ..contract.output import CompletionRecord, newest_complete_checkpoint
 from ..contract.progress import PROGRESS_PATH, Progress
 from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
 from ..render import RenderedJob, render_job
+from ..yamlio import dump_all
 from .pods import LocalPod, RunFolders, local_pod, local_ports
 
 TICK_SECONDS = 1.0
+LAST_CALL_SECONDS = 10
+JOB_FILE = "job.yaml"  # the job as it runs, for `kubetune scale`
+NODES_FILE = "nodes"  # the node count `kubetune scale` asks for
 
 
 def job_uid(folders: RunFolders) -> str:
@@ -61,7 +65,14 @@ class LocalCluster:
 
     def _worker(self, ordinal: int) -> LocalPod:
         template = self.objects.stateful_set["spec"]["template"]["spec"]
-        return self._pod(template, f"{self.objects.stateful_set['metadata']['name']}-{ordinal}", ordinal)
+        pod = self._pod(template, f"{self.objects.stateful_set['metadata']['name']}-{ordinal}", ordinal)
+        if "PET_RDZV_ENDPOINT" in pod.env:
+            # Every pod here has the endpoint's address, so each would try to host the c10d store:
+            # worker 0 hosts it, as its DNS name makes it do in a cluster. Peers start within
+            # seconds of each other on one machine, so a rendezvous need not wait the default 30 s
+            # for latecomers once enough nodes are in.
+            pod.env["PET_RDZV_CONF"] += f",is_host={int(ordinal == 0)},last_call_timeout={LAST_CALL_SECONDS}"
+        return pod
 
     def scale(self, replicas: int) -> None:
         for ordinal in range(self.replicas, replicas):
@@ -166,9 +177,28 @@ class LocalRun:
         objects = render_job(job)
         config = folders.write_config(objects.config_map["data"])
         cluster = LocalCluster(job, objects, folders, cache, local_ports(), overrides=overrides)
-        return cls(job, folders, cluster, config)
+        (folders.root / NODES_FILE).unlink(missing_ok=True)
+        local = cls(job, folders, cluster, config)
+        local.record_job()
+        return local
+
+    def record_job(self) -> None:
+        (self.folders.root / JOB_FILE).write_text(dump_all([self.job.wire()]))
+
+    def asked_nodes(self) -> Optional[int]:
+        """The node count `kubetune scale` wrote, once it differs from the job's."""
+        try:
+            nodes = int((self.folders.root / NODES_FILE).read_text())
+        except (OSError, ValueError):
+            return None
+        return nodes if nodes != self.job.spec.resources.nodes else None
 
     def step(self) -> Decision:
+        nodes = self.asked_nodes()
+        if nodes is not None:
+            resources = self.job.spec.resources.model_copy(update={"nodes": nodes})
+            self.job = self.job.model_copy(update={"spec": self.job.spec.model_copy(update={"resources": resources})})
+            self.record_job()
         decision = decide(self.job, [], self.status, self.cluster.observe(datetime.now(timezone.utc)))
         for action in decision.actions:
             self.cluster.apply(action)
