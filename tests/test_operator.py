@@ -320,6 +320,26 @@ def test_elastic_resize_changes_the_worker_count(harness):
     assert {"name": "PET_NNODES", "value": "1:4"} in env
 
 
+def test_a_running_elastic_job_resized_down_records_it_and_its_leaving_pod_is_no_restart(harness):
+    harness.start_operator()
+    create_job(harness, job_document(resources={"nodes": 2, "elastic": ELASTIC}))
+    eventually(lambda: replicas(harness) == 2, what="two workers")
+    for ordinal in (0, 1):
+        set_worker_pod(harness, ordinal, container_status())
+    wait_phase(harness, "Training")
+    patch_spec(harness, "demo", {"resources": {"nodes": 1, "elastic": ELASTIC}})
+    eventually(lambda: replicas(harness) == 1, what="one worker")
+    # The pod being removed ends with its peers' gloo error before it goes.
+    set_worker_pod(harness, 1, container_status("terminated", 1, "Connection reset by peer", restarts=1))
+    eventually(lambda: get_job(harness)["status"]["workers"].get("resizes"), what="the resize recorded")
+    time.sleep(0.5)
+    status = get_job(harness)["status"]
+    assert [(r["from"], r["to"]) for r in status["workers"]["resizes"]] == [(2, 1)]
+    assert status["workers"]["restarts"] == 0 and status["phase"] == "Training"
+    resized = [event for event in events_of(harness) if event[1] == "Resized"]
+    assert len(resized) == 1 and resized[0][2].startswith("resized from 2 to 1 nodes"), events_of(harness)
+
+
 def test_deleting_a_job_removes_everything_it_created(harness):
     harness.start_operator()
     create_job(harness, job_document())
