@@ -6,8 +6,12 @@ once with ZeRO-2, whose partitioned checkpoint is converted to a universal one a
 import json
 
 import pytest
+import yaml
+from click.testing import CliRunner
 
+from conftest import with_spec
 from elastic_trial import elastic_job, run_trial
+from kubetune.cli import main
 
 MAX_STEPS = 400
 pytestmark = pytest.mark.timeout(1200)
@@ -39,3 +43,24 @@ def test_an_elastic_job_resized_from_2_to_1_to_2_nodes_succeeds_with_its_plan(tm
         before, after = losses[resumed], losses[resumed + 10]
         assert after < before * 1.2, losses  # it went on from the checkpoint
     assert max(loss for step, loss in losses.items() if step > down.resumed_from) < losses[10] / 2, losses
+
+
+def scale(run_dir, nodes):
+    return CliRunner().invoke(main, ["scale", str(run_dir), str(nodes)])
+
+
+def test_kubetune_scale_applies_the_rules_of_a_cluster_update(tmp_path):
+    assert scale(tmp_path, 2).exit_code == 2  # no run here
+    fixed = with_spec(resources={"nodes": 2})
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(fixed))
+    refused = scale(tmp_path, 1)
+    assert refused.exit_code == 2 and "spec.resources.nodes: nodes can change while a job runs only when elastic" \
+        in refused.output
+    elastic = with_spec(resources={"nodes": 2, "elastic": {"minNodes": 1, "maxNodes": 2}})
+    (tmp_path / "job.yaml").write_text(yaml.safe_dump(elastic))
+    beyond = scale(tmp_path, 3)
+    assert beyond.exit_code == 2 and "elastic.minNodes..elastic.maxNodes" in beyond.output
+    assert not (tmp_path / "nodes").exists()
+    done = scale(tmp_path, 1)
+    assert done.exit_code == 0 and "scaling from 2 to 1 nodes" in done.output
+    assert (tmp_path / "nodes").read_text() == "1"
