@@ -25,8 +25,11 @@ def test_an_elastic_job_resized_from_2_to_1_to_2_nodes_succeeds_with_its_plan(tm
     assert [line.split(";")[0] for line in resized] == [
         "Resized: resized from 2 to 1 nodes", "Resized: resized from 1 to 2 nodes"], trial.output[-3000:]
     assert "WorkerRestarted" not in trial.output  # the pod a scale-down removes is not a failure
+    # Worker 0 holds rank 0 at every size: its /progress reported the checkpoints.
+    before_resize = trial.output[:trial.output.index("Resized: ")]
+    assert "Checkpoint: saved checkpoint-" in before_resize, trial.output[-3000:]
 
-    log = trial.worker_log
+    log = trial.worker_log  # worker 0's: these notes come from rank 0 alone
     down, up = trial.resizes
     assert f"checkpoint-{down.resumed_from} was saved by 2 process(es), resuming on 1" in log
     assert f"checkpoint-{up.resumed_from} was saved by 1 process(es), resuming on 2" in log

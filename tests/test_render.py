@@ -75,6 +75,10 @@ def test_elastic_env_uses_c10d_rendezvous_on_worker_zero():
     # joins later gets its MASTER_ADDR only when the rendezvous store is not shared.
     assert env["PET_RDZV_CONF"]["value"] == "join_timeout=604800"
     assert env["TORCH_DISABLE_SHARE_RDZV_TCP_STORE"]["value"] == "1"
+    # Ranks follow the sorted addresses: worker 0 holds rank 0 and serves /progress.
+    assert env["PET_LOCAL_ADDR"]["value"] == "$(POD_NAME).demo-workers.ml.svc"
+    names = [item["name"] for item in trainer_container(objects)["env"]]
+    assert names.index("POD_NAME") < names.index("PET_LOCAL_ADDR")  # defined before it is referenced
     assert objects.stateful_set["spec"]["replicas"] == 2
 
 

@@ -72,6 +72,9 @@ class LocalCluster:
             # seconds of each other on one machine, so a rendezvous need not wait the default 30 s
             # for latecomers once enough nodes are in.
             pod.env["PET_RDZV_CONF"] += f",is_host={int(ordinal == 0)},last_call_timeout={LAST_CALL_SECONDS}"
+            # The rendezvous ranks nodes by address: in a cluster worker 0's name sorts first and it
+            # holds rank 0 (and serves /progress); here each pod gets a loopback address of its own.
+            pod.env["PET_LOCAL_ADDR"] = f"127.0.0.{ordinal + 1}"
         return pod
 
     def scale(self, replicas: int) -> None:

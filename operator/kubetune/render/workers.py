@@ -54,6 +54,9 @@ def rendezvous_env(job: FineTuneJob) -> list[dict[str, Any]]:
             # With the rendezvous store shared with the process group, a node that joins a running
             # job waits for a MASTER_ADDR that rank 0 wrote only in the first round (pytorch#135712).
             {"name": "TORCH_DISABLE_SHARE_RDZV_TCP_STORE", "value": "1"},
+            # The rendezvous ranks nodes by this address: worker 0's sorts first, so it holds rank 0,
+            # whose /progress the operator reads. POD_NAME comes before, from the downward API.
+            {"name": "PET_LOCAL_ADDR", "value": f"$(POD_NAME).{worker_service_name(name)}.{namespace}.svc"},
         ]
     env += [
         {"name": "MASTER_ADDR", "value": master},
