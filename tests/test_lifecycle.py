@@ -433,8 +433,8 @@ def test_a_resize_is_recorded_once_with_its_checkpoint_and_the_global_batch():
     first = decide(job, [], resized_from(2), observed)
     resized = [event for event in first.events if event.reason == "Resized"]
     assert len(resized) == 1 and resized[0].type == "Normal"
-    assert resized[0].message == ("resized from 2 to 1 nodes; training goes on from checkpoint-20; "
-                                  "global batch kept at 24")
+    assert resized[0].message == ("resized from 2 to 1 nodes; training goes on from the newest complete "
+                                  "checkpoint (last reported: checkpoint-20); global batch kept at 24")
     assert first.status["workers"]["resizes"] == [
         {"from": 2, "to": 1, "time": ago(0), "checkpoint": "checkpoint-20", "globalBatchSize": 24}]
     assert first.status["workers"]["restarts"] == 0  # the pod leaving does not count

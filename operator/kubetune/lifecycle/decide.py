@@ -31,7 +31,6 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Optional
 
 from .. import contract
-from ..api.batch import global_batch_at, kept_global_batch
 from ..api.models import (
     TERMINAL_PHASES,
     EvaluationStatus,
@@ -39,7 +38,6 @@ from ..api.models import (
     FineTuneJob,
     FineTuneJobStatus,
     ProgressStatus,
-    ResizeRecord,
 )
 from ..contract.evaluation import EvaluationSummary
 from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
@@ -49,7 +47,7 @@ from .conditions import find, is_true, seconds_since, set_condition, timestamp
 from .failures import failure, report_of
 from .observed import Observed, Termination, WorkerPod
 from .watchdog import stall
-from .workers import Waiting, count_workers, restart_message, waiting
+from .workers import Waiting, count_workers, resize, restart_message, waiting
 
 MAX_RESIZES_KEPT = 20
 
@@ -254,15 +252,10 @@ def _training(job: FineTuneJob, state: _Next, observed: Observed) -> Decision:
 def _resized(job: FineTuneJob, state: _Next, old: int, new: int) -> None:
     """A new node count for a running elastic job: recorded, with an Event, once."""
     progress = state.status.progress
-    checkpoint = progress.last_checkpoint if progress else None
-    record = ResizeRecord(from_nodes=old, to_nodes=new, time=timestamp(state.now), checkpoint=checkpoint,
-                          global_batch_size=global_batch_at(job.spec, new))
+    record, message = resize(job.spec, old, new, progress.last_checkpoint if progress else None,
+                             timestamp(state.now))
     state.status.workers.resizes = (state.status.workers.resizes + [record])[-MAX_RESIZES_KEPT:]
-    kept = kept_global_batch(job.spec)
-    batch = (f"global batch kept at {kept}" if kept else
-             f"global batch now {record.global_batch_size} (was {global_batch_at(job.spec, old)})")
-    state.events.append(Event("Normal", "Resized", f"resized from {old} to {new} nodes; training goes on from "
-                                                   f"{checkpoint or 'the start (no checkpoint yet)'}; {batch}"))
+    state.events.append(Event("Normal", "Resized", message))
 
 
 def _not_all_running(job: FineTuneJob, state: _Next, observed: Observed, restarting: bool) -> Decision:

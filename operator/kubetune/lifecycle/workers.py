@@ -1,12 +1,13 @@
 """The worker pods as the lifecycle counts them: restarts that survive recreated pods,
-evictions counted apart, and why pods that should run do not."""
+evictions counted apart, resizes of elastic jobs, and why pods that should run do not."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Optional
 
-from ..api.models import SeenPod, WorkersStatus
+from ..api.batch import global_batch_at, kept_global_batch
+from ..api.models import FineTuneJobSpec, ResizeRecord, SeenPod, WorkersStatus
 from .failures import is_out_of_memory, report_of
 from .observed import Observed, WorkerPod
 
@@ -53,6 +54,19 @@ def restart_message(restart: Restart, status: WorkersStatus, backoff_limit: int)
         report = report_of(termination)
         why = f" after {report.reason} (exit code {termination.exit_code}): {report.message.splitlines()[0][:300]}"
     return f"{restart.pod.name} restarted{why}; {status.restarts} of backoffLimit {backoff_limit} restarts used"
+
+
+def resize(spec: FineTuneJobSpec, old: int, new: int, checkpoint: Optional[str],
+           now: str) -> tuple[ResizeRecord, str]:
+    """The record of an elastic job's resize, and its Event's message. The checkpoint is the
+    newest one rank 0 reported: the workers go on from the newest complete one they find."""
+    record = ResizeRecord(from_nodes=old, to_nodes=new, time=now, checkpoint=checkpoint,
+                          global_batch_size=global_batch_at(spec, new))
+    kept = kept_global_batch(spec)
+    batch = (f"global batch kept at {kept}" if kept else
+             f"global batch now {record.global_batch_size} (was {global_batch_at(spec, old)})")
+    return record, (f"resized from {old} to {new} nodes; training goes on from the newest complete checkpoint "
+                    f"(last reported: {checkpoint or 'none'}); {batch}")
 
 
 @dataclass(frozen=True)
