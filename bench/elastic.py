@@ -1,7 +1,7 @@
 """What a resize of an elastic job costs: the wall time from `kubetune scale` to the first
 step at the new size, and the steps lost (trained after the checkpoint training went on from).
 
-    .venv/bin/python bench/elastic.py [--strategies ddp zero2 zero3] [--max-steps 400]
+    .venv/bin/python bench/elastic.py [--strategies ddp zero2 zero3 fsdp] [--max-steps 400]
 
 Each strategy runs the trial of tests/elastic_trial.py under `kubetune run`: 2 nodes, to 1
 after checkpoint 40, back to 2 once a checkpoint was saved at 1. Steps log one by one here, so
@@ -22,7 +22,7 @@ from elastic_trial import elastic_job, run_trial  # noqa: E402
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strategies", nargs="+", default=["ddp", "zero2", "zero3"])
+    parser.add_argument("--strategies", nargs="+", default=["ddp", "zero2", "zero3", "fsdp"])
     parser.add_argument("--max-steps", type=int, default=400)
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")

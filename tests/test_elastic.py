@@ -1,7 +1,8 @@
 """An elastic job resized for real: `kubetune run` starts it on 2 nodes (real torchrun agents,
 c10d rendezvous, gloo), `kubetune scale` takes it to 1 after a checkpoint and back to 2, and it
-succeeds with its planned step count and a loss curve that goes on where it was. Once with DDP,
-once with ZeRO-2, whose partitioned checkpoint is converted to a universal one at each resize."""
+succeeds with its planned step count and a loss curve that goes on where it was. With DDP,
+with ZeRO-2, whose partitioned checkpoint is converted to a universal one at each resize, and
+with FSDP (gloo on the CPU), whose checkpoint holds gathered states."""
 
 import json
 
@@ -17,7 +18,7 @@ MAX_STEPS = 400
 pytestmark = pytest.mark.timeout(1200)
 
 
-@pytest.mark.parametrize("strategy", ["ddp", "zero2"])
+@pytest.mark.parametrize("strategy", ["ddp", "zero2", "fsdp"])
 def test_an_elastic_job_resized_from_2_to_1_to_2_nodes_succeeds_with_its_plan(tmp_path, strategy):
     trial = run_trial(elastic_job(tmp_path, strategy, MAX_STEPS, logging_steps=10), tmp_path / "run")
     assert trial.returncode == 0, trial.output[-4000:]
