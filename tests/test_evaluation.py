@@ -20,6 +20,7 @@ from trainer_entrypoint import code_samples
 from trainer_entrypoint.evaluate import scoring
 from trainer_entrypoint.evaluate.code_checks import AppsTask, HumanEvalTask, apps_passes, apps_task, humaneval_passes
 from trainer_entrypoint.evaluate.metrics import score_model
+from trainer_entrypoint.evaluate.scoring import Rows
 from trainer_entrypoint.evaluate.report import ModelRun, combine, summary
 from trainer_entrypoint.evaluate.sandbox import run_program
 from trainer_entrypoint.sources import model_reference
@@ -141,21 +142,32 @@ def test_apps_tasks_run_stdin_and_call_cases():
 # --- summary and report -------------------------------------------------------------------------
 
 
+# What each metric of a summary holds when the base model was evaluated too.
+WITH_BASE = {"tuned", "base", "delta", "tunedInterval", "baseInterval", "deltaInterval", "rows"}
+
+
+def rows(*values, exponentiated=False):
+    """A metric's rows: (group, value) each, indexed in order, so two models' rows pair up."""
+    return Rows({index: (group, value, 1.0) for index, (group, value) in enumerate(values)}, exponentiated)
+
+
 def test_summary_carries_base_and_groups_and_the_operator_reads_it():
-    metrics = combine({"tuned": {"pass@1": {"all": 0.5, "easy": 1.0, "hard": 0.0}, "loss": {"all": 1.25}},
-                       "base": {"pass@1": {"all": 0.25, "easy": 0.5, "hard": 0.0}, "loss": {"all": 2.0}}})
+    metrics = combine({"tuned": {"pass@1": rows(("easy", 1.0), ("hard", 0.0)), "loss": rows((None, 1.25))},
+                       "base": {"pass@1": rows(("easy", 0.5), ("hard", 0.0)), "loss": rows((None, 2.0))}})
     assert metrics["pass@1"].wire()["byGroup"]["easy"] == {"tuned": 1.0, "base": 0.5, "delta": 0.5}
     message = summary(metrics, "/output/evaluation/report.json")
     read = EvaluationSummary.read(message)
-    assert read.metrics["loss"].wire() == {"tuned": 1.25, "base": 2.0, "delta": -0.75}
-    assert read.metrics["pass@1/easy"].delta == 0.5
+    assert read.metrics["loss"].wire() == {"tuned": 1.25, "base": 2.0, "delta": -0.75, "tunedInterval": [1.25, 1.25],
+                                           "baseInterval": [2.0, 2.0], "deltaInterval": [-0.75, -0.75], "rows": 1}
+    assert read.metrics["pass@1"].rows == 2 and read.metrics["pass@1/easy"].delta == 0.5
     assert read.report == "/output/evaluation/report.json"
 
 
 def test_summary_drops_groups_rather_than_overflowing_the_termination_message():
-    groups = {f"group-{i:03d}": 0.5 for i in range(300)}
-    message = summary(combine({"tuned": {"pass@1": {"all": 0.5, **groups}}}), "/output/evaluation/report.json")
-    assert len(message) <= 4000 and json.loads(message)["metrics"] == {"pass@1": {"tuned": 0.5}}
+    many = rows(*((f"group-{i:03d}", 0.5) for i in range(300)))
+    message = summary(combine({"tuned": {"pass@1": many}}), "/output/evaluation/report.json")
+    assert len(message) <= 4000
+    assert json.loads(message)["metrics"] == {"pass@1": {"tuned": 0.5, "tunedInterval": [0.5, 0.5], "rows": 300}}
     assert json.loads(message)["report"] == "/output/evaluation/report.json"
 
 
@@ -230,7 +242,9 @@ def test_vllm_evaluates_a_lora_job_against_its_base(lora_on_both_engines):
     summary_metrics = json.loads(message)["metrics"]
     assert set(summary_metrics) == set(ARITHMETIC["metrics"])
     for values in summary_metrics.values():
-        assert set(values) == {"tuned", "base", "delta"}
+        assert set(values) == WITH_BASE
+        low, high = values["deltaInterval"]
+        assert low <= values["delta"] <= high and values["rows"] == 32
     assert summary_metrics["loss"]["tuned"] < summary_metrics["loss"]["base"]  # trained beats untrained
     assert summary_metrics["perplexity"]["tuned"] == pytest.approx(math.exp(summary_metrics["loss"]["tuned"]))
     assert report["engine"] == "vllm" and report["dataset"]["rows"] == 32
@@ -326,7 +340,7 @@ def test_a_reward_model_is_evaluated_on_preference_pairs(trained):
                                              {"metrics": ["loss", "reward"], "compareBase": True})
     assert code == 0, output[-3000:]
     metrics = json.loads(message)["metrics"]
-    assert metrics["loss"]["tuned"] > 0 and set(metrics["reward"]) == {"tuned", "base", "delta"}
+    assert metrics["loss"]["tuned"] > 0 and set(metrics["reward"]) == WITH_BASE
     assert report["engine"] == "transformers"
     assert set(generations(report)[0]["tuned"]) >= {"chosen", "rejected"}
 
@@ -336,7 +350,7 @@ def test_grpo_generations_are_scored_by_the_jobs_reward_model(trained):
                   "sampling": {"n": 2, "temperature": 1.0, "maxTokens": 8}}
     code, message, report, output = evaluate(trained["grpo"], "grpo", evaluation)
     assert code == 0, output[-3000:]
-    assert set(json.loads(message)["metrics"]["reward"]) == {"tuned", "base", "delta"}
+    assert set(json.loads(message)["metrics"]["reward"]) == WITH_BASE
     rows = generations(report)
     assert all(len(row["tuned"]["completions"]) == 2 and "reward" in row["tuned"] for row in rows)
     # Scored by the job's reward model: the same number from that model loaded here.

@@ -20,7 +20,8 @@ from kubetune.contract.metrics import metric
 from ..errors import PermanentError, exit_code_for, write_termination_message
 from ..sources import model_reference
 from .engines import VLLM_LORA_RANKS, Sampling, TransformersEngine, Weights, open_engine
-from .metrics import check_applicable, needs_generation, needs_logprobs, score_model
+from .intervals import LEVEL, RESAMPLES
+from .metrics import check_applicable, needs_generation, needs_logprobs, score_rows
 from .report import GENERATIONS_FILE, REPORT_FILE, MetricReport, ModelRun, combine, summary, write_generations
 from .samples import Sample, load_samples, stop_strings
 from .sandbox import isolation
@@ -163,15 +164,17 @@ def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
         runs, per_model = evaluate_reward_model(config, samples, metrics)
     else:
         runs = run_models(config, samples, sampling, metrics, tokenizer)
-        per_model = {label: score_model(samples, run, metrics, evaluation.timeout_seconds_per_sample, reward)
+        per_model = {label: score_rows(samples, run, metrics, evaluation.timeout_seconds_per_sample, reward)
                      for label, run in runs.items()}
     folder = Path(config.output.evaluation)
     folder.mkdir(parents=True, exist_ok=True)
     write_generations(folder / GENERATIONS_FILE, samples, runs)
-    results = combine(per_model)
+    results = combine(per_model, evaluation.sampling.seed)
     report = {
         "job": config.job.wire(), "engine": "transformers" if scores_pairs else evaluation.engine,
         "method": config.method, "dataset": {"source": where, "format": fmt, "rows": len(samples)},
+        "intervals": {"method": "paired bootstrap over rows", "resamples": RESAMPLES, "level": LEVEL,
+                      "seed": evaluation.sampling.seed},
         "sampling": {**evaluation.sampling.wire(), "stop": sampling.stop},
         "sandbox": isolation() if any(metric(m).needs == "code_tests" for m in metrics) else None,
         "metrics": {name: value.wire() for name, value in results.items()},

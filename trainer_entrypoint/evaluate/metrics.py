@@ -18,6 +18,7 @@ from ..errors import PermanentError
 from . import scoring
 from .code_checks import HumanEvalTask, apps_passes, humaneval_passes
 from .report import ModelRun
+from .scoring import Rows
 from .samples import Sample
 
 
@@ -59,58 +60,64 @@ class ModelScoring:
     reward: Any = None  # a RewardScorer, for the reward metric
 
     @cached_property
-    def loss(self) -> dict[str, float]:
+    def loss(self) -> Rows:
         """Token-weighted mean negative log-likelihood of the reference completions."""
-        return scoring.weighted_means_by_group(
-            (s.group, -self.run.logprobs[s.index], len(s.completion_ids or []))
-            for s in self.samples if s.index in self.run.logprobs)
+        return Rows({s.index: (s.group, -self.run.logprobs[s.index], len(s.completion_ids or []))
+                     for s in self.samples if s.index in self.run.logprobs})
 
     @cached_property
     def verdicts(self) -> dict[int, list[bool]]:
         return execute_code(self.samples, self.run, self.timeout)
 
-    def per_sample(self, name: str, value: Callable[[Sample, list[str]], Optional[float]]) -> dict[str, float]:
-        """The mean of a per-sample value over the generated samples, overall and by group."""
+    def per_sample(self, name: str, value: Callable[[Sample, list[str]], Optional[float]]) -> Rows:
+        """A per-sample value over the generated samples, kept with each sample's scores."""
         values = []
         for sample in self.samples:
             completions = self.run.completions.get(sample.index)
             result = value(sample, completions) if completions else None
             if result is not None:
                 self.run.scores.setdefault(sample.index, {})[name] = result
-                values.append((sample.group, result))
-        return scoring.means_by_group(values)
+                values.append((sample.index, sample.group, result))
+        return Rows.of_means(values)
 
 
-def _matching(compare: Callable[[str, str], float]) -> Callable[[ModelScoring, str], dict[str, float]]:
-    def score(model: ModelScoring, name: str) -> dict[str, float]:
+def _matching(compare: Callable[[str, str], float]) -> Callable[[ModelScoring, str], Rows]:
+    def score(model: ModelScoring, name: str) -> Rows:
         return model.per_sample(name, lambda sample, completions: None if sample.reference is None else
                                 sum(compare(c, sample.reference) for c in completions) / len(completions))
     return score
 
 
-def _pass_at_k(model: ModelScoring, name: str) -> dict[str, float]:
+def _pass_at_k(model: ModelScoring, name: str) -> Rows:
+    """Each row's unbiased pass@k estimate: their mean is pass@k, and the bootstrap resamples them."""
     k = Metric.samples_needed(name)
     verdicts = model.verdicts
-    return scoring.means_by_group((s.group, scoring.pass_at_k(len(verdicts[s.index]), sum(verdicts[s.index]), k))
-                                  for s in model.samples if s.index in verdicts)
+    return Rows.of_means((s.index, s.group, scoring.pass_at_k(len(verdicts[s.index]), sum(verdicts[s.index]), k))
+                         for s in model.samples if s.index in verdicts)
 
 
-SCORERS: dict[str, Callable[[ModelScoring, str], dict[str, float]]] = {
+SCORERS: dict[str, Callable[[ModelScoring, str], Rows]] = {
     "exact_match": _matching(scoring.exact_match),
     "contains": _matching(scoring.contains),
     "loss": lambda model, name: model.loss,
-    "perplexity": lambda model, name: {key: scoring.perplexity(value) for key, value in model.loss.items()},
+    "perplexity": lambda model, name: Rows(model.loss.values, exponentiated=True),
     "reward": lambda model, name: model.per_sample(name, lambda s, completions: model.reward.mean_score(s.prompt,
                                                                                                         completions)),
     "pass@k": _pass_at_k,
 }
 
 
+def score_rows(samples: list[Sample], run: ModelRun, metrics: list[str], timeout: float,
+               reward=None) -> dict[str, Rows]:
+    """Each metric's per-row values for one model."""
+    model = ModelScoring(samples, run, timeout, reward)
+    return {name: SCORERS[metric(name).name](model, name) for name in metrics}
+
+
 def score_model(samples: list[Sample], run: ModelRun, metrics: list[str], timeout: float,
                 reward=None) -> dict[str, dict[str, float]]:
     """{metric: {"all": value, group: value, ...}} for one model."""
-    model = ModelScoring(samples, run, timeout, reward)
-    return {name: SCORERS[metric(name).name](model, name) for name in metrics}
+    return {name: rows.by_group() for name, rows in score_rows(samples, run, metrics, timeout, reward).items()}
 
 
 # Whether a sample gives what a metric needs (contract.metrics.Needs).

@@ -12,7 +12,9 @@ from typing import Any
 from kubetune.contract.evaluation import EvaluationSummary, MetricValue
 
 from . import scoring
+from .intervals import paired_bootstrap
 from .samples import Sample
+from .scoring import Rows
 
 REPORT_FILE = "report.json"
 GENERATIONS_FILE = "generations.jsonl"
@@ -31,15 +33,25 @@ class MetricReport(MetricValue):
     by_group: dict[str, MetricValue] = {}
 
 
-def combine(per_model: dict[str, dict[str, dict[str, float]]]) -> dict[str, MetricReport]:
-    """Each metric's tuned, base and delta, overall and by group, from each model's scores."""
+def combine(per_model: dict[str, dict[str, Rows]], seed: int = 0) -> dict[str, MetricReport]:
+    """Each metric's tuned, base and delta, overall and by group, from each model's rows; the
+    overall values with their 95 % intervals (paired bootstrap, seeded)."""
     combined = {}
-    for metric, tuned in per_model["tuned"].items():
-        base = per_model.get("base", {}).get(metric, {})
+    for metric, tuned_rows in per_model["tuned"].items():
+        base_rows = per_model.get("base", {}).get(metric)
+        tuned, base = tuned_rows.by_group(), base_rows.by_group() if base_rows else {}
         values = {key: MetricValue(tuned=value, base=base.get(key)) for key, value in tuned.items()}
         overall = values.pop(scoring.ALL, MetricValue(tuned=math.nan))
-        combined[metric] = MetricReport(**overall.model_dump(), by_group=dict(sorted(values.items())))
+        intervals = paired_bootstrap(tuned_rows, base_rows, seed)
+        combined[metric] = MetricReport(
+            **overall.model_dump(exclude={"tuned_interval", "base_interval", "delta_interval", "rows"}),
+            tuned_interval=_listed(intervals.tuned), base_interval=_listed(intervals.base),
+            delta_interval=_listed(intervals.delta), rows=intervals.rows, by_group=dict(sorted(values.items())))
     return combined
+
+
+def _listed(bounds):
+    return list(bounds) if bounds is not None and not any(map(math.isnan, bounds)) else None
 
 
 def summary(metrics: dict[str, MetricReport], report_path: str) -> str:
@@ -47,7 +59,7 @@ def summary(metrics: dict[str, MetricReport], report_path: str) -> str:
     flat: dict[str, MetricValue] = {}
     for name, value in metrics.items():
         if not math.isnan(value.tuned):  # a metric no row could give has no value to report
-            flat[name] = MetricValue(tuned=value.tuned, base=value.base)
+            flat[name] = MetricValue(**value.model_dump(exclude={"by_group", "delta"}))
         flat.update({f"{name}/{group}": entry for group, entry in value.by_group.items()})
     return EvaluationSummary(metrics=flat, report=report_path).fitted()
 

@@ -91,9 +91,11 @@ def evaluate_reward_model(config: TrainerConfig, samples, metrics: list[str]):
         margins = _pair_margins(_classifier(reference), pairs)
         run = ModelRun(scores={i: {"chosen": c, "rejected": r} for i, (c, r) in margins.items()})
         values = {
-            "loss": [(s.group, scoring.pairwise_loss(margins[s.index][0] - margins[s.index][1])) for s in pairs],
-            "reward": [(s.group, margins[s.index][0] - margins[s.index][1]) for s in pairs],
+            "loss": scoring.Rows.of_means((s.index, s.group, scoring.pairwise_loss(
+                margins[s.index][0] - margins[s.index][1])) for s in pairs),
+            "reward": scoring.Rows.of_means((s.index, s.group, margins[s.index][0] - margins[s.index][1])
+                                            for s in pairs),
         }
-        per_model[label] = {m: scoring.means_by_group(values[m]) for m in metrics if m in values}
+        per_model[label] = {m: values[m] for m in metrics if m in values}
         runs[label] = run
     return runs, per_model

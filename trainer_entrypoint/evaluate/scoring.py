@@ -1,4 +1,5 @@
-"""Metric arithmetic: the unbiased pass@k estimator, answer matching, means by group."""
+"""Metric arithmetic: the unbiased pass@k estimator, answer matching, means by group, and a
+metric's per-row values, from which both its value and its interval are computed."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import math
 import re
 import string
 from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 BOXED = re.compile(r"\\boxed\{((?:[^{}]|\{[^{}]*\})*)\}")
@@ -69,3 +71,22 @@ def perplexity(loss: float) -> float:
 def pairwise_loss(margin: float) -> float:
     """-log sigmoid(margin), the Bradley-Terry loss of a reward model, without overflow."""
     return max(-margin, 0.0) + math.log1p(math.exp(-abs(margin)))
+
+
+@dataclass(frozen=True)
+class Rows:
+    """One model's metric, row by row: {sample index: (group, value, weight)}. The metric is
+    sum(value) / sum(weight) over the rows (a mean, or a token-weighted loss), then exp() for
+    a perplexity."""
+
+    values: dict[int, tuple[Optional[str], float, float]] = field(default_factory=dict)
+    exponentiated: bool = False
+
+    @classmethod
+    def of_means(cls, values: Iterable[tuple[int, Optional[str], float]]) -> "Rows":
+        return cls({index: (group, value, 1.0) for index, group, value in values})
+
+    def by_group(self) -> dict[str, float]:
+        """{"all": value} plus a value per group."""
+        means = weighted_means_by_group(self.values.values())
+        return {key: perplexity(value) for key, value in means.items()} if self.exponentiated else means

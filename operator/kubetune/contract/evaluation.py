@@ -1,5 +1,6 @@
 """The evaluation summary: what the evaluator leaves in its termination message and the
-operator copies into status.evaluation. The tuned − base difference is computed here, once."""
+operator copies into status.evaluation. The tuned − base difference is computed here, once;
+the intervals come from the evaluator's paired bootstrap over the rows."""
 
 from __future__ import annotations
 
@@ -17,6 +18,13 @@ class MetricValue(Document):
     tuned: float = Field(description="The trained model's value.")
     base: Optional[float] = Field(None, description="The base model's value (with evaluation.compareBase).")
     delta: Optional[float] = Field(None, description="tuned - base.")
+    tuned_interval: Optional[list[float]] = Field(
+        None, min_length=2, max_length=2, description="95 % interval of tuned [low, high], by paired bootstrap.")
+    base_interval: Optional[list[float]] = Field(
+        None, min_length=2, max_length=2, description="95 % interval of base [low, high], on the same resamples.")
+    delta_interval: Optional[list[float]] = Field(
+        None, min_length=2, max_length=2, description="95 % interval of tuned - base [low, high], paired.")
+    rows: Optional[int] = Field(None, description="Evaluation rows the value and its intervals come from.")
 
     @model_validator(mode="after")
     def _delta(self) -> "MetricValue":
