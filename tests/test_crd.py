@@ -69,7 +69,7 @@ def test_printer_columns_and_scale_paths_exist_in_the_schema():
     paths = {path for path, _ in walk(crd_schema())}
     for column in PRINTER_COLUMNS:
         if not column["jsonPath"].startswith(".metadata"):
-            assert re.sub(r"\[\?\(@\.\w+==\"\w+\"\)\]", "[]", column["jsonPath"]) in paths, column
+            assert re.sub(r"\[(\?\(@\.\w+==\"\w+\"\)|\d+)\]", "[]", column["jsonPath"]) in paths, column
     scale = generate_crd()["spec"]["versions"][0]["subresources"]["scale"]
     assert scale["specReplicasPath"] in paths and scale["statusReplicasPath"] in paths
     names = {column["name"] for column in PRINTER_COLUMNS}
@@ -158,6 +158,12 @@ CEL_CASES = [
                "evaluation": {"metrics": ["reward"]}}, "needs a reward model"),
     (".spec", {"method": "reward", "resources": {"gpusPerNode": 0}, "evaluation": {"metrics": ["loss", "pass@1"]}},
      "does not generate"),
+    (".spec.evaluation.gates[]", {"metric": "loss", "minDelta": -1.0, "maxDelta": 0.0, "confident": False},
+     "exactly one of"),
+    (".spec.evaluation", {"metrics": ["loss"], "compareBase": True, "gates": [{"metric": "pass@1", "min": 0.5}]},
+     "one of spec.evaluation.metrics"),
+    (".spec.evaluation", {"metrics": ["loss"], "compareBase": False, "gates": [{"metric": "loss", "maxDelta": 0.0}]},
+     "set compareBase"),
     ("", {"metadata": {"name": "x" * 46}, "spec": {"model": {"source": "hf://a/b"}}}, "at most 45"),
     ("", {"metadata": {"name": "loop"}, "spec": {"model": {"source": "job://loop"}}}, "its own output"),
 ]

@@ -104,6 +104,16 @@ EVAL_SUMMARY = json.dumps({"metrics": {"loss": {"tuned": 1.5, "base": 2.0}, "exa
                            "report": "/output/evaluation/report.json"})
 TWO_NODES = {"resources": {"nodes": 2}}
 
+
+def gated(delta, interval, on_regression="keep"):
+    """A job gated on pass@1 rising (confidently), and its evaluation having measured `delta`."""
+    spec = {"evaluation": {"metrics": ["pass@1"], "compareBase": True, "onRegression": on_regression,
+                           "gates": [{"metric": "pass@1", "minDelta": 0.0, "confident": True}]}}
+    summary = json.dumps({"metrics": {"pass@1": {"tuned": 0.4 + delta, "base": 0.4, "deltaInterval": interval,
+                                                 "rows": 200}}})
+    status = {"phase": "Evaluating", "conditions": [holds("Trained", "True", "TrainingSucceeded", ago(5))]}
+    return spec, status, Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=summary))
+
 TABLE = [
     # (case, spec fields, status before, observed, phase, conditions that must hold, actions that must be there)
     ("new job creates its children", {}, {}, Observed(NOW),
@@ -164,6 +174,18 @@ TABLE = [
      Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY)),
      "Succeeded", [condition("Evaluated", "True", "EvaluationSucceeded"), condition("Succeeded", "True",
                                                                                     "EvaluationSucceeded")], []),
+    ("gates that pass: Passed", *gated(0.05, [0.01, 0.09]),
+     "Succeeded", [condition("GatesPassed", "True", "Passed"), condition("Succeeded", "True", "EvaluationSucceeded")],
+     []),
+    ("a gain within the noise is Regressed, kept", *gated(0.02, [-0.01, 0.05]),
+     "Succeeded", [condition("GatesPassed", "False", "Regressed")], []),
+    ("Regressed with onRegression fail fails", *gated(0.02, [-0.01, 0.05], on_regression="fail"),
+     "Failed", [condition("GatesPassed", "False", "Regressed"), condition("Failed", "True", "Regressed")],
+     [Action("scale_workers", 0)]),
+    ("no gates: NoGates", {}, {"phase": "Evaluating", "conditions": [
+        {**condition("Trained", "True", "TrainingSucceeded"), "message": "", "lastTransitionTime": ago(5)}]},
+     Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY)),
+     "Succeeded", [condition("GatesPassed", "True", "NoGates")], []),
     ("evaluation failed", {}, {"phase": "Evaluating", "conditions": [
         {**condition("Trained", "True", "TrainingSucceeded"), "message": "", "lastTransitionTime": ago(5)}]},
      Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(failed=True, message="vLLM could not load the model")),
@@ -316,7 +338,7 @@ def test_evaluation_results_land_in_status_with_base_and_delta():
                       Observed(NOW, evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY)))
     assert decision.status["evaluation"] == {
         "metrics": {"loss": {"tuned": 1.5, "base": 2.0, "delta": -0.5}, "exact_match": {"tuned": 0.25}},
-        "report": "/output/evaluation/report.json"}
+        "report": "/output/evaluation/report.json", "verdict": "NoGates", "gates": []}
     assert decision.status["completionTime"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [e.reason for e in decision.events] == ["Succeeded", "Evaluated"]
 
@@ -351,8 +373,8 @@ def test_every_phase_and_condition_type_is_reached_by_the_table():
         phases.add(decision.phase)
         kinds |= {c["type"] for c in decision.status["conditions"]}
     assert phases == {"Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"}
-    assert kinds == {"Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "Succeeded",
-                     "Failed"}
+    assert kinds == {"Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "GatesPassed",
+                     "Succeeded", "Failed"}
 
 
 def test_every_failure_class_is_reached_by_the_table():
@@ -457,3 +479,29 @@ def test_resuming_from_suspend_is_not_a_resize():
     decision = decide(job, [], status, Observed(NOW, WorkerSet(0)))
     assert not [event for event in decision.events if event.reason == "Resized"]
     assert not decision.status["workers"].get("resizes")
+
+
+def test_the_verdict_lists_each_gate_with_its_value_and_interval():
+    spec, status, observed = gated(0.02, [-0.01, 0.05])
+    decision = decide(parse_job(with_spec(**spec)), [], status, observed)
+    evaluation = decision.status["evaluation"]
+    assert evaluation["verdict"] == "Regressed"
+    assert evaluation["gates"] == [{"metric": "pass@1", "bound": "minDelta 0", "value": pytest.approx(0.02),
+                                    "interval": [-0.01, 0.05], "confident": True, "passed": False}]
+    gate = next(c for c in decision.status["conditions"] if c["type"] == "GatesPassed")
+    assert gate["message"] == "pass@1 delta +0.02 [-0.01, 0.05] vs minDelta 0 (confident): failed"
+    assert [(e.type, e.reason) for e in decision.events if e.reason == "Regressed"] == [("Warning", "Regressed")]
+
+
+def test_bounds_below_and_above_judge_the_value_or_the_whole_interval():
+    from kubetune.api.models import GateSpec
+    from kubetune.contract.evaluation import MetricValue
+    from kubetune.lifecycle.gates import judge
+
+    loss = MetricValue(tuned=1.2, base=1.5, tuned_interval=[1.1, 1.3], delta_interval=[-0.4, -0.2])
+    assert judge(GateSpec(metric="loss", max_delta=0.0), loss).passed
+    assert judge(GateSpec(metric="loss", max_delta=-0.25, confident=True), loss).passed is False
+    assert judge(GateSpec(metric="loss", max=1.25), loss).passed
+    assert judge(GateSpec(metric="loss", max=1.25, confident=True), loss).passed is False
+    assert judge(GateSpec(metric="loss", min=1.0, confident=True), loss).passed
+    assert judge(GateSpec(metric="loss", min=1.0), None).passed is False  # a metric the evaluation lacks

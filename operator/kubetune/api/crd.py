@@ -36,6 +36,9 @@ PRINTER_COLUMNS = [
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     # Why workers do not run (image pull, scheduling, claim), or why the job failed.
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Running")].reason'},
+    {"name": "Verdict", "type": "string", "jsonPath": ".status.evaluation.verdict"},
+    {"name": "Gate", "type": "number", "jsonPath": ".status.evaluation.gates[0].value",
+     "description": "The value the first gate judged."},
     {"name": "Nodes", "type": "integer", "jsonPath": ".spec.resources.nodes", "priority": 1},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]

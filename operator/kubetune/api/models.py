@@ -355,7 +355,34 @@ class EvaluationResourcesSpec(KubeModel):
     )
 
 
+GATE_BOUNDS = ("minDelta", "maxDelta", "min", "max")
+
+
+class GateSpec(KubeModel):
+    model_config = cel_rules(
+        {"rule": " + ".join(f"(has(self.{bound}) ? 1 : 0)" for bound in GATE_BOUNDS) + " == 1",
+         "message": "a gate sets exactly one of minDelta, maxDelta, min and max", "fieldPath": ".minDelta"},
+    )
+
+    metric: str = Field(pattern=METRIC_PATTERN, max_length=32, description="One of spec.evaluation.metrics.")
+    min_delta: Optional[float] = Field(None, description="Passes when tuned - base is at least this.")
+    max_delta: Optional[float] = Field(None, description="Passes when tuned - base is at most this (for a loss).")
+    min: Optional[float] = Field(None, description="Passes when the tuned value is at least this.")
+    max: Optional[float] = Field(None, description="Passes when the tuned value is at most this.")
+    confident: bool = Field(
+        False, description="Judge the 95 % interval instead of the value: all of it must lie beyond the bound "
+                           "(for minDelta 0, its lower end above 0), so noise does not pass.")
+
+
 class EvaluationSpec(KubeModel):
+    model_config = cel_rules(
+        {"rule": "self.gates.all(g, g.metric in self.metrics)",
+         "message": "a gate's metric must be one of spec.evaluation.metrics", "fieldPath": ".gates"},
+        {"rule": "self.compareBase || self.gates.all(g, !has(g.minDelta) && !has(g.maxDelta))",
+         "message": "minDelta and maxDelta compare with the base model: set compareBase: true",
+         "fieldPath": ".gates"},
+    )
+
     enabled: bool = Field(True, description="Evaluate the trained model after training.")
     engine: Literal["vllm", "transformers"] = Field("vllm", description="Generation engine.")
     dataset: Optional[DatasetSpec] = Field(
@@ -367,6 +394,13 @@ class EvaluationSpec(KubeModel):
         description=", ".join(m.name for m in METRICS) + " (a pass@k needs sampling.n >= k).",
     )
     compare_base: bool = Field(False, description="Also evaluate the base model and report the difference.")
+    gates: list[GateSpec] = Field(
+        default_factory=list, max_length=16,
+        description="What the tuned model must reach; the verdict (status.evaluation.verdict and the GatesPassed "
+                    "condition) is Passed when every gate passes.")
+    on_regression: Literal["keep", "fail"] = Field(
+        "keep", description="keep: a job whose gates fail still succeeds, with verdict Regressed; fail: it ends "
+                            "Failed with reason Regressed.")
     timeout_seconds_per_sample: float = Field(10, gt=0, description="Time limit for each executed code sample.")
     resources: EvaluationResourcesSpec = Field(
         default_factory=EvaluationResourcesSpec, description="The evaluation pod's GPUs, resources and placement."
@@ -506,7 +540,8 @@ class Condition(StatusModel):
     """metav1.Condition."""
 
     type: str = Field(
-        description="Created, Running, Restarting, Stalled, Suspended, Trained, Evaluated, Succeeded or Failed.")
+        description="Created, Running, Restarting, Stalled, Suspended, Trained, Evaluated, GatesPassed, Succeeded or "
+                    "Failed.")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
                         description="Why, in one CamelCase word.")
@@ -559,11 +594,23 @@ class FailureStatus(StatusModel):
     last_logs: Optional[str] = Field(None, description="The last lines of its output (at most 50).")
 
 
+class GateStatus(StatusModel):
+    metric: str = Field(description="The metric judged.")
+    bound: str = Field(description="The gate's bound, e.g. minDelta 0.")
+    value: Optional[float] = Field(None, description="The value judged: tuned, or tuned - base for a delta bound.")
+    interval: Optional[list[float]] = Field(None, description="Its 95 % interval [low, high].")
+    confident: bool = Field(False, description="Whether the interval, not the value, was judged.")
+    passed: bool = Field(description="Whether the gate passed.")
+
+
 class EvaluationStatus(StatusModel):
     metrics: dict[str, MetricValue] = Field(
-        default_factory=dict, description="Per metric (and metric/group): tuned, base and delta."
+        default_factory=dict, description="Per metric (and metric/group): tuned, base, delta and their 95 % intervals."
     )
     report: Optional[str] = Field(None, description="Path of the JSON report inside the output volume.")
+    verdict: Optional[Literal["Passed", "Regressed", "NoGates"]] = Field(
+        None, description="Passed: every gate passed; Regressed: one did not; NoGates: the job has none.")
+    gates: list[GateStatus] = Field(default_factory=list, description="Each gate of spec.evaluation.gates, judged.")
 
 
 class OutputStatus(StatusModel):

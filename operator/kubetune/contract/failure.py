@@ -25,6 +25,7 @@ FAILURE_CLASSES: dict[str, str] = {
     "TooManyDisruptions": "workers were evicted or preempted more often than maxDisruptions allows",
     "DeadlineExceeded": "the job ran longer than activeDeadlineSeconds",
     "EvaluationFailed": "the evaluation Job failed",
+    "Regressed": "an evaluation gate failed and spec.evaluation.onRegression is fail",
     "UpstreamFailed": "a job:// upstream failed",
 }
 FailureClass = Literal[tuple(FAILURE_CLASSES)]  # type: ignore[valid-type]

@@ -7,7 +7,8 @@ from typing import Optional
 
 from ..api.models import Condition
 
-CONDITION_TYPES = ["Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "Succeeded",
+CONDITION_TYPES = ["Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "GatesPassed",
+                   "Succeeded",
                    "Failed"]
 MAX_MESSAGE = 32768  # metav1.Condition's limit
 

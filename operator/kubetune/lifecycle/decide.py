@@ -7,7 +7,9 @@ Rules are checked in order; the first that applies sets the phase:
   upstream job:// pending  -> Pending (WaitingForUpstream); upstream failed -> Failed
   deadline passed          -> Failed (DeadlineExceeded)
   exit code 3 in a worker  -> Failed (PermanentError) with its message
-  a worker exited 0        -> Trained; workers to zero; evaluation Job; Evaluating -> Succeeded
+  a worker exited 0        -> Trained; workers to zero; evaluation Job; Evaluating -> the verdict
+                              of spec.evaluation.gates (GatesPassed) -> Succeeded, or Failed
+                              (Regressed) when gates fail and onRegression is fail
   too many evictions       -> Failed (TooManyDisruptions)
   a second out-of-memory   -> Failed (OutOfMemory), with what to lower
   restarts > backoffLimit  -> Failed (BackoffLimitExceeded)
@@ -45,6 +47,7 @@ from ..contract.progress import Progress, TrainingNumbers
 from ..render.sources import output_location
 from .conditions import find, is_true, seconds_since, set_condition, timestamp
 from .failures import failure, report_of
+from .gates import verdict
 from .observed import Observed, Termination, WorkerPod
 from .watchdog import stall
 from .workers import Waiting, count_workers, resize, restart_message, waiting
@@ -338,11 +341,18 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
             reason="EvaluationFailed", message=message, worker=evaluation.pod.name if evaluation.pod else None,
             last_logs=(report.last_logs if report else evaluation.message) or None))
     summary = EvaluationSummary.read(evaluation.message)
-    state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report)
+    outcome, gates, judged = verdict(job.spec.evaluation.gates, summary.metrics)
+    state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report, verdict=outcome,
+                                               gates=gates)
     text = ", ".join(f"{name}={value.tuned:.4g}" for name, value in summary.metrics.items())
     state.condition("Evaluated", True, "EvaluationSucceeded", text or "evaluation finished")
-    state.condition("Succeeded", True, "EvaluationSucceeded", text or "trained and evaluated")
     state.events.append(Event("Normal", "Evaluated", text or "evaluation finished"))
+    state.condition("GatesPassed", outcome != "Regressed", outcome, judged)
+    if outcome != "NoGates":
+        state.events.append(Event("Normal" if outcome == "Passed" else "Warning", outcome, judged))
+    if outcome == "Regressed" and job.spec.evaluation.on_regression == "fail":
+        return state.fail("Regressed", f"evaluation gates failed: {judged}")
+    state.condition("Succeeded", True, "EvaluationSucceeded", text or "trained and evaluated")
     return state.finish("Succeeded")
 
 

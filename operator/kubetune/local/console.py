@@ -13,6 +13,7 @@ from rich.table import Table
 from ..api.models import EvaluationStatus, ProgressStatus
 from ..contract.output import CompletionRecord
 from ..lifecycle import Decision
+from ..lifecycle.gates import describe
 
 
 def _number(value: Optional[float], digits: int = 4) -> str:
@@ -55,6 +56,10 @@ class RunDisplay:
             speed=_number(progress.tokens_per_second, 3), eta=f"{eta:.0f}s" if eta is not None else "-")
 
 
+def _interval(bounds: Optional[list[float]]) -> str:
+    return f" [{bounds[0]:.4g}, {bounds[1]:.4g}]" if bounds else ""
+
+
 def summary_table(decision: Decision, completion: Optional[CompletionRecord], model_dir: str, wall_seconds: float,
                   first_step: Optional[float]) -> Table:
     """The job's outcome; steps and loss from the completion record when training finished."""
@@ -73,8 +78,13 @@ def summary_table(decision: Decision, completion: Optional[CompletionRecord], mo
     for name, value in evaluation.metrics.items():
         text = _number(value.tuned)
         if value.base is not None:
-            text += f"  (base {_number(value.base)}, Δ {value.delta:+.4g})"
+            text += f"  (base {_number(value.base)}, Δ {value.delta:+.4g}{_interval(value.delta_interval)})"
+        elif value.tuned_interval:
+            text += _interval(value.tuned_interval)
         table.add_row(name, text)
+    if evaluation.verdict:
+        gates = "; ".join(describe(gate) for gate in evaluation.gates)
+        table.add_row("verdict", evaluation.verdict + (f": {gates}" if gates else ""))
     if evaluation.report:
         table.add_row("report", evaluation.report)
     table.add_row("model", model_dir)

@@ -128,7 +128,7 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         distributed=DistributedConfig(**spec.distributed.model_dump()),
         elastic=ElasticConfig(global_batch_size=kept_global_batch(spec)) if spec.resources.elastic else None,
         evaluation=EvaluationConfig(
-            **evaluation.model_dump(exclude={"enabled", "resources", "dataset"}),
+            **evaluation.model_dump(exclude={"enabled", "resources", "dataset", "gates", "on_regression"}),
             dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))
             if evaluation.dataset else None),
         output=paths,
