@@ -494,14 +494,12 @@ def test_the_verdict_lists_each_gate_with_its_value_and_interval():
 
 
 def test_bounds_below_and_above_judge_the_value_or_the_whole_interval():
-    from kubetune.api.models import GateSpec
-    from kubetune.contract.evaluation import MetricValue
-    from kubetune.lifecycle.gates import judge
+    from kubetune.contract.evaluation import Gate, MetricValue, judge
 
     loss = MetricValue(tuned=1.2, base=1.5, tuned_interval=[1.1, 1.3], delta_interval=[-0.4, -0.2])
-    assert judge(GateSpec(metric="loss", max_delta=0.0), loss).passed
-    assert judge(GateSpec(metric="loss", max_delta=-0.25, confident=True), loss).passed is False
-    assert judge(GateSpec(metric="loss", max=1.25), loss).passed
-    assert judge(GateSpec(metric="loss", max=1.25, confident=True), loss).passed is False
-    assert judge(GateSpec(metric="loss", min=1.0, confident=True), loss).passed
-    assert judge(GateSpec(metric="loss", min=1.0), None).passed is False  # a metric the evaluation lacks
+    assert judge(Gate(metric="loss", max_delta=0.0), loss).passed
+    assert judge(Gate(metric="loss", max_delta=-0.25, confident=True), loss).passed is False
+    assert judge(Gate(metric="loss", max=1.25), loss).passed
+    assert judge(Gate(metric="loss", max=1.25, confident=True), loss).passed is False
+    assert judge(Gate(metric="loss", min=1.0, confident=True), loss).passed
+    assert judge(Gate(metric="loss", min=1.0), None).passed is False  # a metric the evaluation lacks

@@ -29,7 +29,7 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ..contract.evaluation import MetricValue
+from ..contract.evaluation import Gate, GateResult, MetricValue, Verdict
 from ..contract.formats import FORMAT_NAMES
 from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_METHODS
 from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
@@ -406,6 +406,10 @@ class EvaluationSpec(KubeModel):
         default_factory=EvaluationResourcesSpec, description="The evaluation pod's GPUs, resources and placement."
     )
 
+    def contract_gates(self) -> list[Gate]:
+        """The gates as the evaluator and the lifecycle judge them."""
+        return [Gate(**gate.model_dump()) for gate in self.gates]
+
     @field_validator("metrics")
     @classmethod
     def _enough_samples(cls, metrics: list[str], info: ValidationInfo) -> list[str]:
@@ -594,23 +598,14 @@ class FailureStatus(StatusModel):
     last_logs: Optional[str] = Field(None, description="The last lines of its output (at most 50).")
 
 
-class GateStatus(StatusModel):
-    metric: str = Field(description="The metric judged.")
-    bound: str = Field(description="The gate's bound, e.g. minDelta 0.")
-    value: Optional[float] = Field(None, description="The value judged: tuned, or tuned - base for a delta bound.")
-    interval: Optional[list[float]] = Field(None, description="Its 95 % interval [low, high].")
-    confident: bool = Field(False, description="Whether the interval, not the value, was judged.")
-    passed: bool = Field(description="Whether the gate passed.")
-
-
 class EvaluationStatus(StatusModel):
     metrics: dict[str, MetricValue] = Field(
         default_factory=dict, description="Per metric (and metric/group): tuned, base, delta and their 95 % intervals."
     )
     report: Optional[str] = Field(None, description="Path of the JSON report inside the output volume.")
-    verdict: Optional[Literal["Passed", "Regressed", "NoGates"]] = Field(
+    verdict: Optional[Verdict] = Field(
         None, description="Passed: every gate passed; Regressed: one did not; NoGates: the job has none.")
-    gates: list[GateStatus] = Field(default_factory=list, description="Each gate of spec.evaluation.gates, judged.")
+    gates: list[GateResult] = Field(default_factory=list, description="Each gate of spec.evaluation.gates, judged.")
 
 
 class OutputStatus(StatusModel):

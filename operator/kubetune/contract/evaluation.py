@@ -4,7 +4,7 @@ the intervals come from the evaluator's paired bootstrap over the rows."""
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Literal, Optional
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -57,3 +57,69 @@ class EvaluationSummary(Document):
             return cls.decode(message)
         except ValueError:
             return cls()
+
+
+class Gate(Document):
+    """A bound on a metric (min, max) or on its difference from the base model (minDelta, maxDelta)."""
+
+    metric: str
+    min_delta: Optional[float] = None
+    max_delta: Optional[float] = None
+    min: Optional[float] = None
+    max: Optional[float] = None
+    confident: bool = False
+
+    @property
+    def bound(self) -> tuple[str, float]:
+        return next((name, number) for name, number in (
+            ("minDelta", self.min_delta), ("maxDelta", self.max_delta), ("min", self.min), ("max", self.max))
+            if number is not None)
+
+
+class GateResult(Document):
+    model_config = ConfigDict(extra="ignore")
+
+    metric: str = Field(description="The metric judged.")
+    bound: str = Field(description="The gate's bound, e.g. minDelta 0.")
+    value: Optional[float] = Field(None, description="The value judged: tuned, or tuned - base for a delta bound.")
+    interval: Optional[list[float]] = Field(None, description="Its 95 % interval [low, high].")
+    confident: bool = Field(False, description="Whether the interval, not the value, was judged.")
+    passed: bool = Field(description="Whether the gate passed.")
+
+    def describe(self) -> str:
+        """pass@1 delta +0.031 [0.004, 0.058] vs minDelta 0 (confident): passed"""
+        what = "delta" if "Delta" in self.bound else "value"
+        value = "none" if self.value is None else f"{self.value:+.4g}" if what == "delta" else f"{self.value:.4g}"
+        interval = f" [{self.interval[0]:.4g}, {self.interval[1]:.4g}]" if self.interval else ""
+        confident = " (confident)" if self.confident else ""
+        return f"{self.metric} {what} {value}{interval} vs {self.bound}{confident}: " + (
+            "passed" if self.passed else "failed")
+
+
+Verdict = Literal["Passed", "Regressed", "NoGates"]
+
+
+def judge(gate: Gate, value: Optional[MetricValue]) -> GateResult:
+    """A lower bound passes when the value (confident: the interval's low end) clears it; an
+    upper bound when the value (confident: the high end) stays under it. A confident gate needs
+    all of the interval beyond the bound, so a difference within the noise does not pass."""
+    name, bound = gate.bound
+    delta = name.endswith("Delta")
+    judged = (value.delta if delta else value.tuned) if value else None
+    interval = (value.delta_interval if delta else value.tuned_interval) if value else None
+    lower = name in ("minDelta", "min")
+    if gate.confident:
+        passed = interval is not None and (interval[0] > bound if lower else interval[1] < bound)
+    else:
+        passed = judged is not None and (judged >= bound if lower else judged <= bound)
+    return GateResult(metric=gate.metric, bound=f"{name} {bound:g}", value=judged, interval=interval,
+                      confident=gate.confident, passed=passed)
+
+
+def verdict(gates: list[Gate], metrics: dict[str, MetricValue]) -> tuple[Verdict, list[GateResult], str]:
+    """(Passed | Regressed | NoGates, each gate judged, what the GatesPassed condition says)."""
+    if not gates:
+        return "NoGates", [], "no gates in spec.evaluation.gates"
+    results = [judge(gate, metrics.get(gate.metric)) for gate in gates]
+    outcome: Verdict = "Passed" if all(result.passed for result in results) else "Regressed"
+    return outcome, results, "; ".join(result.describe() for result in results)

@@ -41,13 +41,12 @@ from ..api.models import (
     FineTuneJobStatus,
     ProgressStatus,
 )
-from ..contract.evaluation import EvaluationSummary
+from ..contract.evaluation import EvaluationSummary, verdict
 from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
 from ..contract.progress import Progress, TrainingNumbers
 from ..render.sources import output_location
 from .conditions import find, is_true, seconds_since, set_condition, timestamp
 from .failures import failure, report_of
-from .gates import verdict
 from .observed import Observed, Termination, WorkerPod
 from .watchdog import stall
 from .workers import Waiting, count_workers, resize, restart_message, waiting
@@ -341,7 +340,7 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
             reason="EvaluationFailed", message=message, worker=evaluation.pod.name if evaluation.pod else None,
             last_logs=(report.last_logs if report else evaluation.message) or None))
     summary = EvaluationSummary.read(evaluation.message)
-    outcome, gates, judged = verdict(job.spec.evaluation.gates, summary.metrics)
+    outcome, gates, judged = verdict(job.spec.evaluation.contract_gates(), summary.metrics)
     state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report, verdict=outcome,
                                                gates=gates)
     text = ", ".join(f"{name}={value.tuned:.4g}" for name, value in summary.metrics.items())

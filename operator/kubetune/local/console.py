@@ -13,7 +13,6 @@ from rich.table import Table
 from ..api.models import EvaluationStatus, ProgressStatus
 from ..contract.output import CompletionRecord
 from ..lifecycle import Decision
-from ..lifecycle.gates import describe
 
 
 def _number(value: Optional[float], digits: int = 4) -> str:
@@ -83,7 +82,7 @@ def summary_table(decision: Decision, completion: Optional[CompletionRecord], mo
             text += _interval(value.tuned_interval)
         table.add_row(name, text)
     if evaluation.verdict:
-        gates = "; ".join(describe(gate) for gate in evaluation.gates)
+        gates = "; ".join(gate.describe() for gate in evaluation.gates)
         table.add_row("verdict", evaluation.verdict + (f": {gates}" if gates else ""))
     if evaluation.report:
         table.add_row("report", evaluation.report)
