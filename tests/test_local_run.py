@@ -49,6 +49,16 @@ def test_quickstart_model_loads(quickstart):
     assert model.config.vocab_size == len(tokenizer)
 
 
+def test_quickstart_model_has_its_card_with_the_evaluation(quickstart):
+    from huggingface_hub import ModelCard
+
+    run_dir, _ = quickstart
+    card = ModelCard.load(next((run_dir / "output").glob("**/model/README.md")))
+    assert "kubetune" in card.data.tags and "sft" in card.data.tags
+    assert "- Steps: 40" in card.text and "| loss | " in card.text and "| exact_match | " in card.text
+    assert "Verdict: **NoGates**" in card.text
+
+
 def test_running_again_does_not_train_again(quickstart):
     run_dir, _ = quickstart
     again = kubetune_run(str(REPO / "examples" / "quickstart.yaml"), "--run-dir", str(run_dir), cwd=run_dir.parent)

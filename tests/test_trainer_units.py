@@ -232,3 +232,27 @@ def test_a_checkpoint_of_another_world_size_keeps_its_plan_and_zero_loads_it_as_
     assert universal.universal and universal.training["max_steps"] == 380
     assert universal.training["deepspeed"] == {"zero_optimization": {"stage": 2},
                                                "checkpoint": {"load_universal": True}}
+
+
+def test_the_model_card_is_hugging_face_model_card_yaml_with_training_and_the_evaluation_table(tmp_path):
+    from huggingface_hub import ModelCard
+
+    from kubetune.contract.evaluation import Gate, MetricValue, verdict
+    from trainer_entrypoint.card import evaluation_section, model_card
+
+    config = elastic_config({"learning_rate": 2e-5, "max_steps": 40, "deepspeed": "/etc/kubetune/ds.json"})
+    config = config.model_copy(update={"model": config.model.model_copy(update={"source": "hf://Qwen/Qwen2.5-0.5B"})})
+    record = CompletionRecord(uid="u", global_step=40, model="/o/m", train_loss=1.25, tokens=12345, world_size=2)
+    metrics = {"pass@1": MetricValue(tuned=0.45, base=0.4, tuned_interval=[0.4, 0.5], base_interval=[0.35, 0.45],
+                                     delta_interval=[0.01, 0.09], rows=200)}
+    outcome, gates, _ = verdict([Gate(metric="pass@1", min_delta=0.0, confident=True)], metrics)
+    path = tmp_path / "README.md"
+    path.write_text(model_card(config, record, evaluation_section(metrics, outcome, gates)))
+    card = ModelCard.load(path)
+    assert card.data.base_model == "Qwen/Qwen2.5-0.5B" and card.data.library_name == "transformers"
+    assert {"kubetune", "trl", "sft"} <= set(card.data.tags)
+    text = card.text
+    assert "- Steps: 40, tokens: 12,345, mean training loss 1.25" in text and "2 processes" in text
+    assert '"learning_rate": 2e-05' in text and "deepspeed" not in text.split("```json")[1]
+    assert "| pass@1 | 0.45 [0.4, 0.5] | 0.4 [0.35, 0.45] | +0.05 [0.01, 0.09] | 200 |" in text
+    assert "Verdict: **Passed**" in text and "pass@1 delta +0.05 [0.01, 0.09] vs minDelta 0 (confident): passed" in text

@@ -15,8 +15,10 @@ from typing import Optional
 
 from kubetune import contract
 from kubetune.contract.config import SamplingConfig, TrainerConfig
+from kubetune.contract.evaluation import verdict
 from kubetune.contract.metrics import metric
 
+from ..card import report_evaluation, write_card
 from ..errors import PermanentError, exit_code_for, write_termination_message
 from ..sources import model_reference
 from .engines import VLLM_LORA_RANKS, Sampling, TransformersEngine, Weights, open_engine
@@ -180,7 +182,10 @@ def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
         "metrics": {name: value.wire() for name, value in results.items()},
         "generations": str(folder / GENERATIONS_FILE), "seconds": round(time.monotonic() - started, 1),
     }
+    outcome, gates, _ = verdict(evaluation.gates, results)
+    report.update(verdict=outcome, gates=[gate.wire() for gate in gates])
     (folder / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    write_card(config, report_evaluation(report))
     return results
 
 

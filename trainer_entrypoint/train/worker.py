@@ -14,6 +14,7 @@ from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
 
+from ..card import write_card
 from ..errors import exit_code_for
 from .checkpoints import discard_incomplete
 from .resize import ResumePlan, convert_to_universal, plan_resume
@@ -107,7 +108,9 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
         if rank() == 0:
             trainer.processing_class.save_pretrained(output.model)
             CompletionRecord(uid=config.job.uid, global_step=trainer.state.global_step, model=output.model,
-                             train_loss=result.training_loss).write(Path(output.completion_record))
+                             train_loss=result.training_loss, tokens=trainer.state.num_input_tokens_seen or None,
+                             world_size=world_size()).write(Path(output.completion_record))
+            write_card(config)
             if progress:
                 progress.update(phase="succeeded")
         # No rank exits before the completion record exists: any worker exiting 0 means "trained".

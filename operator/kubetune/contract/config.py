@@ -10,6 +10,7 @@ from typing import Any, Literal, Optional
 from pydantic import Field
 
 from .document import Document
+from .evaluation import Gate
 from .methods import METHOD_NAMES, METHODS, Method
 from .sources import Location
 
@@ -87,6 +88,7 @@ class EvaluationConfig(Document):
     metrics: list[str] = Field(default_factory=lambda: ["loss"])
     compare_base: bool = False
     timeout_seconds_per_sample: float = 10
+    gates: list[Gate] = Field(default_factory=list)  # judged by the evaluator for the model card
 
 
 class OutputPaths(Document):

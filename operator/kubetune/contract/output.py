@@ -50,6 +50,8 @@ class CompletionRecord(Document):
     global_step: int
     model: str = Field(description="Folder of the saved model.")
     train_loss: Optional[float] = None
+    tokens: Optional[int] = Field(None, description="Input tokens trained on, all ranks.")
+    world_size: Optional[int] = Field(None, description="Training processes at the end.")
     completed_at: str = Field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
     def write(self, path: Path) -> None:
