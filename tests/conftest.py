@@ -45,3 +45,15 @@ def builtin_tiny(tmp_path_factory):
     from trainer_entrypoint.builtin import tiny_dir
 
     return tiny_dir()
+
+
+@pytest.fixture(scope="session")
+def s3_server(tmp_path_factory):
+    """A real S3-compatible server (moto, its own process) on 127.0.0.1 for the session: .url, and
+    .env, the AWS_* a process needs to reach it (tests set them with monkeypatch.setenv or pass
+    them to a subprocess). Buckets outlive a test: each test uses buckets of its own."""
+    from s3_server import S3Server
+
+    server = S3Server.start(tmp_path_factory.mktemp("s3-server"))
+    yield server
+    server.stop()
