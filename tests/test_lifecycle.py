@@ -105,6 +105,17 @@ EVAL_SUMMARY = json.dumps({"metrics": {"loss": {"tuned": 1.5, "base": 2.0}, "exa
 TWO_NODES = {"resources": {"nodes": 2}}
 
 
+PUBLISHED = json.dumps({"published": [{"target": "s3://models/demo", "revision": "9b2cf535f27731c974343645a3985328",
+                                       "url": "s3://models/demo", "files": 7}]})
+
+
+def publishing(delta, interval, run=None, when="gatesPassed"):
+    """A gated job that publishes to s3://models/demo, its evaluation done, its publish Job `run`."""
+    spec, status, observed = gated(delta, interval)
+    spec["output"] = {"publish": [{"target": "s3://models/demo", "when": when}]}
+    return spec, status, Observed(NOW, WorkerSet(0), evaluation=observed.evaluation, publish=run)
+
+
 def gated(delta, interval, on_regression="keep"):
     """A job gated on pass@1 rising (confidently), and its evaluation having measured `delta`."""
     spec = {"evaluation": {"metrics": ["pass@1"], "compareBase": True, "onRegression": on_regression,
@@ -182,6 +193,17 @@ TABLE = [
     ("Regressed with onRegression fail fails", *gated(0.02, [-0.01, 0.05], on_regression="fail"),
      "Failed", [condition("GatesPassed", "False", "Regressed"), condition("Failed", "True", "Regressed")],
      [Action("scale_workers", 0)]),
+    ("gates passed: the model is published", *publishing(0.05, [0.01, 0.09]),
+     "Publishing", [condition("GatesPassed", "True", "Passed")], [Action("ensure_publish_job")]),
+    ("published: Succeeded", *publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, message=PUBLISHED)),
+     "Succeeded", [condition("Succeeded", "True", "EvaluationSucceeded")], []),
+    ("publishing failed past its retries", *publishing(0.05, [0.01, 0.09], EvaluationRun(failed=True, message=report(
+        "PublishFailed", "s3://models/demo: ClientError: An error occurred (NoSuchBucket)"))),
+     "Failed", [condition("Failed", "True", "PublishFailed")], [Action("scale_workers", 0)]),
+    ("regressed: gatesPassed targets are not published", *publishing(0.02, [-0.01, 0.05]),
+     "Succeeded", [condition("GatesPassed", "False", "Regressed")], []),
+    ("regressed: always targets are published", *publishing(0.02, [-0.01, 0.05], when="always"),
+     "Publishing", [], [Action("ensure_publish_job")]),
     ("no gates: NoGates", {}, {"phase": "Evaluating", "conditions": [
         {**condition("Trained", "True", "TrainingSucceeded"), "message": "", "lastTransitionTime": ago(5)}]},
      Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY)),
@@ -309,7 +331,7 @@ def test_every_status_the_table_writes_is_valid_under_the_crd_schema():
     for case, spec, status, observed, *_ in TABLE:
         written = decide(parse_job(with_spec(**spec)), [], status, observed, generation=4).status
         assert not list(validator.iter_errors(written)), (case, written)
-        assert written["output"] == {"claimName": "demo-output", "path": "model"}
+        assert (written["output"]["claimName"], written["output"]["path"]) == ("demo-output", "model")
 
 
 def test_invalid_spec_fails_with_the_field_and_creates_nothing():
@@ -372,7 +394,8 @@ def test_every_phase_and_condition_type_is_reached_by_the_table():
         decision = decide(parse_job(with_spec(**spec)), [], status, observed)
         phases.add(decision.phase)
         kinds |= {c["type"] for c in decision.status["conditions"]}
-    assert phases == {"Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"}
+    assert phases == {"Pending", "Initializing", "Training", "Evaluating", "Publishing", "Succeeded", "Failed",
+                      "Suspended"}
     assert kinds == {"Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "GatesPassed",
                      "Succeeded", "Failed"}
 
@@ -503,3 +526,14 @@ def test_bounds_below_and_above_judge_the_value_or_the_whole_interval():
     assert judge(Gate(metric="loss", max=1.25, confident=True), loss).passed is False
     assert judge(Gate(metric="loss", min=1.0, confident=True), loss).passed
     assert judge(Gate(metric="loss", min=1.0), None).passed is False  # a metric the evaluation lacks
+
+
+def test_what_was_published_lands_in_status_with_an_event_per_target():
+    spec, status, observed = publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, message=PUBLISHED))
+    decision = decide(parse_job(with_spec(**spec)), [], status, observed)
+    assert decision.status["output"]["published"] == json.loads(PUBLISHED)["published"]
+    assert [e.message for e in decision.events if e.reason == "Published"] == [
+        "s3://models/demo: 7 files, s3://models/demo (9b2cf535f27731c974343645a3985328)"]
+    regressed = decide(parse_job(with_spec(**spec)), [], status, publishing(0.02, [-0.01, 0.05])[2])
+    assert not [a for a in regressed.actions if a.kind == "ensure_publish_job"]
+    assert "published" not in regressed.status["output"]

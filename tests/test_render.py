@@ -327,3 +327,17 @@ def test_operator_resource_defaults_fill_only_what_the_job_leaves_out():
     assert resources == {"requests": {"memory": "64Gi"},
                          "limits": {"cpu": "16", "ephemeral-storage": "50Gi"}}
     assert trainer_container(rendered(with_spec(), settings=settings))["resources"] == settings.trainer_resources
+
+
+def test_a_job_that_publishes_gets_a_publish_job_on_the_trainer_image_retried_per_backoff_limit():
+    job = with_spec(output={"publish": [{"target": "s3://models/demo"}]}, runPolicy={"backoffLimit": 5})
+    objects = rendered(job)
+    publish = objects.publish_job
+    assert publish["metadata"]["name"] == "demo-publish" and publish["spec"]["backoffLimit"] == 5
+    container = publish["spec"]["template"]["spec"]["containers"][0]
+    assert container["command"] == ["python", "-m", "trainer_entrypoint", "publish"]
+    assert container["image"] == objects.stateful_set["spec"]["template"]["spec"]["containers"][0]["image"]
+    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    config = TrainerConfig.decode(objects.config_map["data"][contract.CONFIG_FILE])
+    assert [(t.target, t.when, t.private) for t in config.output.publish] == [("s3://models/demo", "gatesPassed", True)]
+    assert rendered(with_spec()).publish_job is None

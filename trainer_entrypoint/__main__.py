@@ -1,8 +1,9 @@
-"""python -m trainer_entrypoint {train | worker | evaluate | build-tiny}
+"""python -m trainer_entrypoint {train | worker | evaluate | publish | build-tiny}
 
 train       the worker pod's command: checks completion, then runs torchrun (one per pod)
 worker      one torchrun rank: trains, checkpoints, saves, records completion
 evaluate    the evaluation Job's command: metrics of the trained model (and its base)
+publish     the publish Job's command: uploads the model and its card to spec.output.publish
 build-tiny  make builtin://tiny (model, tokenizer, data) and print where it is
 """
 
@@ -23,6 +24,10 @@ def main(argv: list[str]) -> int:
         from .evaluate.main import main as evaluate
 
         return evaluate()
+    if command == "publish":
+        from .publish import main as publish
+
+        return publish()
     if command == "build-tiny":
         from .builtin import tiny_dir
 

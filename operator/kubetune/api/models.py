@@ -30,6 +30,7 @@ from pydantic import (
 from pydantic.alias_generators import to_camel
 
 from ..contract.evaluation import Gate, GateResult, MetricValue, Verdict
+from ..contract.publish import PUBLISH_PATTERN, PUBLISH_SCHEMES, Published, When
 from ..contract.formats import FORMAT_NAMES
 from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_METHODS
 from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
@@ -305,6 +306,14 @@ class ClaimTemplateSpec(KubeModel):
     )
 
 
+class PublishSpec(KubeModel):
+    target: str = Field(pattern=PUBLISH_PATTERN, max_length=512,
+                        description="One of " + ", ".join(s.description for s in PUBLISH_SCHEMES.values()) + ".")
+    when: When = Field("gatesPassed", description="gatesPassed: only a model whose gates passed (a job without "
+                                                    "gates counts as passed); always: whatever the verdict.")
+    private: bool = Field(True, description="Create a hf:// repository as private.")
+
+
 class OutputSpec(KubeModel):
     model_config = cel_rules(
         {"rule": "!(has(self.claimName) && has(self.claimTemplate))",
@@ -319,6 +328,9 @@ class OutputSpec(KubeModel):
     claim_template: Optional[ClaimTemplateSpec] = Field(
         None, description="A PVC created for this job (the default when claimName is not set)."
     )
+    publish: list[PublishSpec] = Field(
+        default_factory=list, max_length=8,
+        description="Where to upload the trained model and its card after the verdict; the model stays in the claim.")
 
 
 class RewardSpec(KubeModel):
@@ -529,7 +541,8 @@ class FineTuneJobSpec(KubeModel):
 
 # --- status ----------------------------------------------------------------------------
 
-Phase = Literal["Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed", "Suspended"]
+Phase = Literal["Pending", "Initializing", "Training", "Evaluating", "Publishing", "Succeeded", "Failed",
+                "Suspended"]
 PHASES: tuple[str, ...] = Phase.__args__
 TERMINAL_PHASES = ("Succeeded", "Failed")
 
@@ -611,6 +624,7 @@ class EvaluationStatus(StatusModel):
 class OutputStatus(StatusModel):
     claim_name: str = Field(description="The claim holding the output.")
     path: str = Field(description="Folder of the trained model inside the claim.")
+    published: Optional[list[Published]] = Field(None, description="Each target the model was uploaded to.")
 
 
 class FineTuneJobStatus(StatusModel):

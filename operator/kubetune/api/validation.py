@@ -17,6 +17,7 @@ import celpy
 from pydantic import BaseModel, ValidationError
 
 from ..contract.metrics import METRICS, METRIC_PATTERN
+from ..contract.publish import PUBLISH_PATTERN, PUBLISH_SCHEMES
 from ..contract.sources import SCHEMES, SOURCE_PATTERN
 from .batch import uneven_split
 from .models import DNS_LABEL_PATTERN, DNS_SUBDOMAIN_PATTERN, JOB_NAME_PATTERN, RESOURCE_NAME_PATTERN, FineTuneJob
@@ -55,6 +56,7 @@ def _one_of(names: list[str]) -> str:
 PATTERN_MEANINGS = {
     SOURCE_PATTERN: "expected " + _one_of([s.description.split(" (")[0] for s in SCHEMES.values()]),
     METRIC_PATTERN: "unknown metric; expected " + _one_of([m.name for m in METRICS]),
+    PUBLISH_PATTERN: "expected " + _one_of([s.description.split(" (")[0] for s in PUBLISH_SCHEMES.values()]),
     DNS_LABEL_PATTERN: "must be a DNS label: lowercase letters, digits and '-'",
     DNS_SUBDOMAIN_PATTERN: "must be a DNS subdomain: lowercase letters, digits, '-' and '.'",
     JOB_NAME_PATTERN: "must start with a letter and hold only lowercase letters, digits and '-'",

@@ -11,6 +11,7 @@ from pydantic import Field
 
 from .document import Document
 from .evaluation import Gate
+from .publish import PublishTarget
 from .methods import METHOD_NAMES, METHODS, Method
 from .sources import Location
 
@@ -97,6 +98,7 @@ class OutputPaths(Document):
     model: str
     completion_record: str
     evaluation: str
+    publish: list[PublishTarget] = Field(default_factory=list)
 
 
 class TrainerConfig(Document):

@@ -26,6 +26,7 @@ FAILURE_CLASSES: dict[str, str] = {
     "DeadlineExceeded": "the job ran longer than activeDeadlineSeconds",
     "EvaluationFailed": "the evaluation Job failed",
     "Regressed": "an evaluation gate failed and spec.evaluation.onRegression is fail",
+    "PublishFailed": "uploading the model to a spec.output.publish target failed past backoffLimit",
     "UpstreamFailed": "a job:// upstream failed",
 }
 FailureClass = Literal[tuple(FAILURE_CLASSES)]  # type: ignore[valid-type]

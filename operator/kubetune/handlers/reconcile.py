@@ -29,7 +29,8 @@ from ..lifecycle import (
 )
 from ..lifecycle.conditions import seconds_since
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
-from ..render.naming import evaluation_job_name, worker_set_name
+from ..render.evaluation import PUBLISHER
+from ..render.naming import evaluation_job_name, publish_job_name, worker_set_name
 from ..render.sources import OutputLocation
 from .cache import ClusterCache
 from .cluster import FINE_TUNE_JOB, Cluster, merge_patch
@@ -91,7 +92,8 @@ class OperatorContext:
         if cached is None or cached[:3] != version or meta.generation is None:
             rendered = render_job(job, self.settings, upstream)
             made = {"ensure_training_objects": rendered.training_objects(),
-                    "ensure_evaluation_job": [rendered.evaluation_job] if rendered.evaluation_job else []}
+                    "ensure_evaluation_job": [rendered.evaluation_job] if rendered.evaluation_job else [],
+                    "ensure_publish_job": [rendered.publish_job] if rendered.publish_job else []}
             cached = self._children[key] = (*version, {action: tuple(
                 (manifest["kind"], manifest["metadata"]["name"]) for manifest in manifests)
                 for action, manifests in made.items()})
@@ -139,12 +141,14 @@ def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Opti
     cluster, namespace, name = context.reads, job.metadata.namespace, job.metadata.name
     pods = cluster.pods(namespace, name, "worker")
     evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
+    publish = cluster.batch_job(namespace, publish_job_name(name)) if job.spec.output.publish else None
     claim = cluster.claim(namespace, output_location(job).claim_name) if reads_claim(status) else None
     return Observed(
         now=context.clock(),
         workers=worker_set(cluster.stateful_set(namespace, worker_set_name(name))),
         pods=tuple(worker_pod(pod) for pod in pods),
         evaluation=evaluation_run(evaluation, cluster.pods(namespace, name, "evaluator") if evaluation else []),
+        publish=evaluation_run(publish, cluster.pods(namespace, name, PUBLISHER) if publish else [], PUBLISHER),
         upstream={upstream_name: status.phase if status is not None else None
                   for upstream_name, status in upstream.items()},
         progress=read_progress(pods, context.progress_timeout) if reads_progress(status) else None,
@@ -159,7 +163,7 @@ def upstream_outputs(upstream: dict[str, Optional[FineTuneJobStatus]]) -> dict[s
 
 
 # Actions that only add what is missing: safe before the decision is recorded.
-CREATING = ("ensure_training_objects", "ensure_evaluation_job")
+CREATING = ("ensure_training_objects", "ensure_evaluation_job", "ensure_publish_job")
 
 
 def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
@@ -191,7 +195,8 @@ def _ensure(context: OperatorContext, job: FineTuneJob, action: str, upstream: d
     if live is None or live["metadata"].get("uid") != job.metadata.uid:
         return
     rendered = render_job(job, context.settings, upstream)
-    manifests = rendered.training_objects() if action == "ensure_training_objects" else [rendered.evaluation_job]
+    manifests = {"ensure_training_objects": rendered.training_objects(), "ensure_evaluation_job": [
+        rendered.evaluation_job], "ensure_publish_job": [rendered.publish_job]}[action]
     for manifest in manifests:
         if context.reads.get(manifest["kind"], namespace, manifest["metadata"]["name"]) is None:
             context.remember(manifest["kind"], context.cluster.create(manifest))

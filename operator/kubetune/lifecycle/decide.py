@@ -42,6 +42,7 @@ from ..api.models import (
     ProgressStatus,
 )
 from ..contract.evaluation import EvaluationSummary, verdict
+from ..contract.publish import PublishSummary, PublishTarget
 from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
 from ..contract.progress import Progress, TrainingNumbers
 from ..render.sources import output_location
@@ -54,6 +55,7 @@ from .workers import Waiting, count_workers, resize, restart_message, waiting
 MAX_RESIZES_KEPT = 20
 
 ActionKind = Literal["ensure_training_objects", "scale_workers", "restart_workers", "ensure_evaluation_job",
+                     "ensure_publish_job",
                      "delete_job"]
 
 
@@ -328,6 +330,9 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
     state.status.workers.desired = 0
     skipped = job.spec.evaluation_skipped_because()
     if skipped:
+        publishing = _publishing(job, state, observed)
+        if publishing:
+            return publishing
         state.condition("Succeeded", True, "TrainingSucceeded", f"trained; {skipped}")
         return state.finish("Succeeded")
     evaluation = observed.evaluation
@@ -339,7 +344,22 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
         return state.fail("EvaluationFailed", message, FailureStatus(
             reason="EvaluationFailed", message=message, worker=evaluation.pod.name if evaluation.pod else None,
             last_logs=(report.last_logs if report else evaluation.message) or None))
-    summary = EvaluationSummary.read(evaluation.message)
+    if not state.holds("Evaluated"):
+        _evaluated(job, state, EvaluationSummary.read(evaluation.message))
+    evaluated = state.status.evaluation
+    if evaluated.verdict == "Regressed" and job.spec.evaluation.on_regression == "fail":
+        judged = find(state.status.conditions, "GatesPassed").message
+        return state.fail("Regressed", f"evaluation gates failed: {judged}")
+    publishing = _publishing(job, state, observed)
+    if publishing:
+        return publishing
+    text = ", ".join(f"{name}={value.tuned:.4g}" for name, value in evaluated.metrics.items())
+    state.condition("Succeeded", True, "EvaluationSucceeded", text or "trained and evaluated")
+    return state.finish("Succeeded")
+
+
+def _evaluated(job: FineTuneJob, state: _Next, summary: EvaluationSummary) -> None:
+    """The evaluation's values and the verdict on them, recorded once."""
     outcome, gates, judged = verdict(job.spec.evaluation.contract_gates(), summary.metrics)
     state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report, verdict=outcome,
                                                gates=gates)
@@ -349,10 +369,31 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
     state.condition("GatesPassed", outcome != "Regressed", outcome, judged)
     if outcome != "NoGates":
         state.events.append(Event("Normal" if outcome == "Passed" else "Warning", outcome, judged))
-    if outcome == "Regressed" and job.spec.evaluation.on_regression == "fail":
-        return state.fail("Regressed", f"evaluation gates failed: {judged}")
-    state.condition("Succeeded", True, "EvaluationSucceeded", text or "trained and evaluated")
-    return state.finish("Succeeded")
+
+
+def _publishing(job: FineTuneJob, state: _Next, observed: Observed) -> Optional[Decision]:
+    """The publish Job, when a target of spec.output.publish applies to the verdict; None once
+    it is done (or there is nothing to publish)."""
+    evaluated = state.status.evaluation
+    verdict_now = evaluated.verdict if evaluated else None
+    targets = [t for t in job.spec.output.publish if PublishTarget(**t.model_dump()).applies(verdict_now)]
+    if not targets or state.status.output.published:
+        return None
+    run = observed.publish
+    if run is None or not (run.succeeded or run.failed):
+        state.actions.append(Action("ensure_publish_job"))
+        return state.finish("Publishing")
+    if run.failed:
+        report = FailureReport.read(run.message)
+        message = report.message if report else run.message or "the publish Job failed"
+        return state.fail("PublishFailed", message, FailureStatus(
+            reason="PublishFailed", message=message, worker=run.pod.name if run.pod else None,
+            last_logs=(report.last_logs if report else None)))
+    state.status.output.published = PublishSummary.read(run.message).published
+    for published in state.status.output.published or []:
+        state.events.append(Event("Normal", "Published", f"{published.target}: {published.files} files, "
+                                                         f"{published.url} ({published.revision or 'no revision'})"))
+    return None
 
 
 def _evaluating(state: _Next, evaluation) -> Decision:

@@ -66,6 +66,7 @@ class Observed:
     workers: Optional[WorkerSet] = None
     pods: tuple[WorkerPod, ...] = ()
     evaluation: Optional[EvaluationRun] = None
+    publish: Optional[EvaluationRun] = None  # the publish Job, a batch Job like the evaluation
     # Phase of each job:// upstream job (None: it does not exist).
     upstream: Mapping[str, Optional[str]] = field(default_factory=dict)
     # Rank 0's /progress document while training.
@@ -121,12 +122,13 @@ def worker_set(stateful_set: Optional[Mapping[str, Any]]) -> Optional[WorkerSet]
                      int((stateful_set.get("status") or {}).get("readyReplicas", 0)))
 
 
-def evaluation_run(job: Optional[Mapping[str, Any]], pods: list[Mapping[str, Any]]) -> Optional[EvaluationRun]:
-    """A batch Job's outcome, with the message of its newest terminated evaluator pod."""
+def evaluation_run(job: Optional[Mapping[str, Any]], pods: list[Mapping[str, Any]],
+                   container: str = "evaluator") -> Optional[EvaluationRun]:
+    """A batch Job's outcome, with the message of its newest terminated pod."""
     if job is None:
         return None
     conditions = {c["type"]: c for c in (job.get("status") or {}).get("conditions", []) if c.get("status") == "True"}
-    parsed = [worker_pod(p, "evaluator") for p in pods]
+    parsed = [worker_pod(p, container) for p in pods]
     messages = [pod.terminated.message for pod in parsed if pod.terminated and pod.terminated.message]
     message = messages[-1] if messages else (conditions.get("Failed") or {}).get("message", "")
     return EvaluationRun(succeeded="Complete" in conditions, failed="Failed" in conditions, message=message,

@@ -47,7 +47,7 @@ class RunDisplay:
         if step and self.first_step_seconds is None:
             self.first_step_seconds = time.monotonic() - self.started
         eta = progress.eta_seconds
-        if total and decision.phase in ("Evaluating", "Succeeded"):
+        if total and decision.phase in ("Evaluating", "Publishing", "Succeeded"):
             step = total  # the last poll may predate the final step
         self.progress.update(
             self.task, total=total, completed=step or 0, phase=decision.phase,
@@ -86,6 +86,8 @@ def summary_table(decision: Decision, completion: Optional[CompletionRecord], mo
         table.add_row("verdict", evaluation.verdict + (f": {gates}" if gates else ""))
     if evaluation.report:
         table.add_row("report", evaluation.report)
+    for published in (status.output.published if status.output else None) or []:
+        table.add_row("published", f"{published.url} ({published.files} files, {published.revision or '-'})")
     table.add_row("model", model_dir)
     if first_step is not None:
         table.add_row("first step after", f"{first_step:.1f} s")

@@ -55,6 +55,8 @@ class LocalCluster:
     replicas: int = 0
     evaluator: Optional[LocalPod] = None
     evaluation_attempts: int = 0
+    publisher: Optional[LocalPod] = None
+    publish_attempts: int = 0
     overrides: dict[str, str] = field(default_factory=dict)  # env every pod gets on this machine
     failed_pod: Optional[LocalPod] = None  # the last worker seen exiting non-zero
 
@@ -92,6 +94,13 @@ class LocalCluster:
             self.evaluator.start()
             self.evaluation_attempts = 1
 
+    def start_publishing(self) -> None:
+        if self.publisher is None and self.objects.publish_job:
+            template = self.objects.publish_job["spec"]["template"]["spec"]
+            self.publisher = self._pod(template, f"{self.objects.publish_job['metadata']['name']}-pod", None)
+            self.publisher.start()
+            self.publish_attempts = 1
+
     def restart_workers(self) -> None:
         """What deleting the worker pods does: each process tree killed, a new pod started in its place."""
         for ordinal, pod in list(self.workers.items()):
@@ -106,6 +115,12 @@ class LocalCluster:
             self.restart_workers()
         elif action.kind == "ensure_evaluation_job":
             self.start_evaluation()
+        elif action.kind == "ensure_publish_job":
+            self.start_publishing()
+
+    @property
+    def publish_retries(self) -> int:
+        return self.objects.publish_job["spec"]["backoffLimit"] if self.objects.publish_job else 0
 
     @property
     def evaluation_retries(self) -> int:
@@ -121,6 +136,11 @@ class LocalCluster:
             if self.evaluation_attempts <= self.evaluation_retries:
                 self.evaluation_attempts += 1
                 evaluator.start()
+        publisher = self.publisher
+        if publisher and publisher.poll() not in (None, 0, contract.EXIT_PERMANENT):
+            if self.publish_attempts <= self.publish_retries:
+                self.publish_attempts += 1
+                publisher.start()
 
     def observe(self, now: datetime) -> Observed:
         for pod in self.workers.values():
@@ -128,7 +148,10 @@ class LocalCluster:
                 self.failed_pod = pod
         pods = tuple(self._observed_pod(pod) for _, pod in sorted(self.workers.items()))
         return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
-                        evaluation=self._observed_evaluation(), progress=self.progress())
+                        evaluation=self._observed_run(self.evaluator, self.evaluation_attempts,
+                                                      self.evaluation_retries),
+                        publish=self._observed_run(self.publisher, self.publish_attempts, self.publish_retries),
+                        progress=self.progress())
 
     @staticmethod
     def _observed_pod(pod: LocalPod) -> WorkerPod:
@@ -138,13 +161,14 @@ class LocalCluster:
         return WorkerPod(pod.name, running=code is None, ready=code is None, restarts=pod.restarts,
                          terminated=terminated, last_terminated=last, uid=pod.uid)
 
-    def _observed_evaluation(self) -> Optional[EvaluationRun]:
-        if self.evaluator is None:
+    @staticmethod
+    def _observed_run(pod: Optional[LocalPod], attempts: int, retries: int) -> Optional[EvaluationRun]:
+        """A batch Job's pod as the Job controller sees it: failed for good after its retries."""
+        if pod is None:
             return None
-        code = self.evaluator.poll()
-        retries_left = self.evaluation_attempts <= self.evaluation_retries
-        failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or not retries_left)
-        return EvaluationRun(succeeded=code == 0, failed=failed, message=self.evaluator.termination_message())
+        code = pod.poll()
+        failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or attempts > retries)
+        return EvaluationRun(succeeded=code == 0, failed=failed, message=pod.termination_message())
 
     def progress(self) -> Optional[Progress]:
         first = self.workers.get(0)
@@ -158,7 +182,7 @@ class LocalCluster:
             return None
 
     def stop(self) -> None:
-        for pod in list(self.workers.values()) + ([self.evaluator] if self.evaluator else []):
+        for pod in list(self.workers.values()) + [pod for pod in (self.evaluator, self.publisher) if pod]:
             pod.kill()
 
     def failed_worker_logs(self) -> str:

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 
 from .. import contract
 from ..api.models import ClaimTemplateSpec, FineTuneJob
-from .evaluation import evaluation_job
+from .evaluation import evaluation_job, publish_job
 from .naming import config_map_name, metadata
 from .pods import RenderSettings
 from .sources import OutputLocation, output_location, upstream_jobs
@@ -30,6 +30,8 @@ class RenderedJob:
     # None when the job writes to an existing claim.
     output_claim: Optional[dict[str, Any]]
     evaluation_job: Optional[dict[str, Any]]
+    # None when the job publishes nowhere.
+    publish_job: Optional[dict[str, Any]] = None
 
     def training_objects(self) -> list[dict[str, Any]]:
         """What the operator creates at once, in creation order."""
@@ -37,8 +39,8 @@ class RenderedJob:
         return [obj for obj in objects if obj is not None]
 
     def all_objects(self) -> list[dict[str, Any]]:
-        """Everything the job creates over its life; the evaluation Job comes after training."""
-        return self.training_objects() + ([self.evaluation_job] if self.evaluation_job else [])
+        """Everything the job creates over its life; the evaluation and publish Jobs come after training."""
+        return self.training_objects() + [obj for obj in (self.evaluation_job, self.publish_job) if obj]
 
 
 def render_job(
@@ -66,6 +68,7 @@ def render_job(
         evaluation_job=(
             None if job.spec.evaluation_skipped_because() else evaluation_job(job, settings, output, sources)
         ),
+        publish_job=publish_job(job, settings, output, sources) if job.spec.output.publish else None,
     )
 
 

@@ -1,4 +1,4 @@
-"""The evaluation Job started after training succeeds."""
+"""The batch Jobs after training: the evaluation, then the publish Job that uploads the model."""
 
 from __future__ import annotations
 
@@ -7,10 +7,11 @@ from typing import Any
 from .. import contract
 from ..api.models import FineTuneJob
 from . import pods
-from .naming import evaluation_job_name, labels, metadata
+from .naming import evaluation_job_name, labels, metadata, publish_job_name
 from .sources import OutputLocation, ResolvedSource
 
 ROLE = "evaluator"
+PUBLISHER = "publisher"
 # Retries of a failed evaluation pod (a permanent error is not retried).
 EVALUATION_BACKOFF_LIMIT = 2
 
@@ -43,19 +44,45 @@ def evaluation_job(
         tolerations=settings.tolerations(evaluation.tolerations or training.tolerations,
                                          training.gpu_resource_name, gpus),
     )
+    return _batch_job(job, evaluation_job_name(name), ROLE, EVALUATION_BACKOFF_LIMIT, pod_spec)
+
+
+def publish_job(
+    job: FineTuneJob,
+    settings: pods.RenderSettings,
+    output: OutputLocation,
+    sources: list[ResolvedSource],
+) -> dict[str, Any]:
+    """Uploads to spec.output.publish on the trainer image, without GPUs; retried per backoffLimit."""
+    training = job.spec.resources
+    container = {
+        "name": PUBLISHER,
+        "image": training.image or settings.trainer_image,
+        "imagePullPolicy": training.image_pull_policy or settings.image_pull_policy,
+        "command": ["python", "-m", "trainer_entrypoint", "publish"],
+        "resources": pods.container_resources({}, {}, training.gpu_resource_name, 0, {}),
+    }
+    pod_spec = pods.pod_spec(job, output, sources, container=container, restart_policy="Never",
+                             node_selector=settings.node_selector(training.node_selector, 0),
+                             tolerations=settings.tolerations(training.tolerations, training.gpu_resource_name, 0))
+    return _batch_job(job, publish_job_name(job.metadata.name), PUBLISHER, job.spec.run_policy.backoff_limit,
+                      pod_spec)
+
+
+def _batch_job(job: FineTuneJob, name: str, role: str, backoff_limit: int, pod_spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",
-        "metadata": metadata(job, evaluation_job_name(name), ROLE),
+        "metadata": metadata(job, name, role),
         "spec": {
-            "backoffLimit": EVALUATION_BACKOFF_LIMIT,
+            "backoffLimit": backoff_limit,
             # A configuration or data error will not go away on retry.
             "podFailurePolicy": {
                 "rules": [
                     {
                         "action": "FailJob",
                         "onExitCodes": {
-                            "containerName": "evaluator",
+                            "containerName": role,
                             "operator": "In",
                             "values": [contract.EXIT_PERMANENT],
                         },
@@ -63,7 +90,7 @@ def evaluation_job(
                 ]
             },
             "template": {
-                "metadata": {"labels": labels(name, ROLE)},
+                "metadata": {"labels": labels(job.metadata.name, role)},
                 "spec": pod_spec,
             },
         },

@@ -32,6 +32,10 @@ def evaluation_job_name(job_name: str) -> str:
     return f"{job_name}-eval"
 
 
+def publish_job_name(job_name: str) -> str:
+    return f"{job_name}-publish"
+
+
 def worker_host(job_name: str, namespace: str, ordinal: int) -> str:
     """Stable DNS name of a worker pod through the headless Service."""
     return f"{worker_set_name(job_name)}-{ordinal}.{worker_service_name(job_name)}.{namespace}.svc"

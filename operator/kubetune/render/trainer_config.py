@@ -22,6 +22,7 @@ from ..contract.config import (
     RewardConfig,
     TrainerConfig,
 )
+from ..contract.publish import PublishTarget
 from ..contract.sources import Location
 from .sources import OutputLocation, ResolvedSource, job_sources, output_location, resolve_source
 
@@ -112,7 +113,8 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
     def location(field: str) -> Location | None:
         return sources[field].location if field in sources else None
 
-    paths = output_paths(output_location(job))
+    paths = output_paths(output_location(job)).model_copy(update={"publish": [
+        PublishTarget(**target.model_dump()) for target in spec.output.publish]})
     evaluation = spec.evaluation
     return TrainerConfig(
         api_version=job.api_version,

@@ -1,0 +1,62 @@
+"""Publishing the trained model: the table of target schemes, the targets as the publish Job
+reads them, and what it leaves in its termination message for status.output.published."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal, Optional
+
+from pydantic import ConfigDict, Field
+
+from .document import Document
+
+
+@dataclass(frozen=True)
+class PublishScheme:
+    name: str
+    pattern: str  # the whole target, scheme included
+    description: str
+
+
+PUBLISH_SCHEMES: dict[str, PublishScheme] = {s.name: s for s in (
+    PublishScheme("hf", r"hf://[A-Za-z0-9][A-Za-z0-9._-]*/[A-Za-z0-9._-]+",
+                  "hf://<org>/<name> (a Hugging Face Hub model repository, with credentials.hfToken)"),
+    PublishScheme("s3", r"s3://[a-z0-9][a-z0-9.-]*[a-z0-9](/[^\s]*)?",
+                  "s3://<bucket>/<prefix> (with credentials.s3SecretName)"),
+)}
+PUBLISH_PATTERN = "^(" + "|".join(s.pattern for s in PUBLISH_SCHEMES.values()) + ")$"
+
+When = Literal["gatesPassed", "always"]
+
+
+class PublishTarget(Document):
+    target: str
+    when: When = "gatesPassed"
+    private: bool = True
+
+    def applies(self, verdict: Optional[str]) -> bool:
+        """gatesPassed publishes a model whose gates passed, or that has none to pass."""
+        return self.when == "always" or verdict in ("Passed", "NoGates", None)
+
+
+class Published(Document):
+    model_config = ConfigDict(extra="ignore")
+
+    target: str = Field(description="Where the model went.")
+    revision: Optional[str] = Field(None, description="The commit (hf://) or the card's ETag (s3://).")
+    url: str = Field(description="Where to find it.")
+    files: int = Field(0, description="Files uploaded.")
+
+
+class PublishSummary(Document):
+    model_config = ConfigDict(extra="ignore")
+
+    published: list[Published] = Field(default_factory=list)
+
+    @classmethod
+    def read(cls, message: str) -> "PublishSummary":
+        """The summary in a termination message; an empty one when it holds none."""
+        try:
+            return cls.decode(message)
+        except ValueError:
+            return cls()

@@ -1,0 +1,115 @@
+"""Publishing the model that passed: the publish step uploads every file of the model folder,
+its card included, to a real S3-compatible server, as the verdict allows; and `kubetune run`
+of a gated job ends with the verdict in its summary and the model in the bucket."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from s3_server import client, download_prefix, list_prefix
+from test_s3 import files_of
+from trainer_entrypoint.builtin import tiny_model_dir
+
+RUN_TIMEOUT = 600
+
+
+def publish_config(tmp_path, targets, verdict=None):
+    """A trainer config whose model folder is the tiny model with a card, and an evaluation
+    report with `verdict` (None: not evaluated)."""
+    from test_trainer_units import elastic_config
+
+    model = tmp_path / "model"
+    model.mkdir(parents=True)
+    for name, data in files_of(tiny_model_dir()).items():
+        (model / name).parent.mkdir(parents=True, exist_ok=True)
+        (model / name).write_bytes(data)
+    (model / "README.md").write_text("---\nlibrary_name: transformers\n---\n# demo\n")
+    evaluation = tmp_path / "evaluation"
+    if verdict:
+        evaluation.mkdir()
+        (evaluation / "report.json").write_text(json.dumps({"verdict": verdict}))
+    config = elastic_config({})
+    output = config.output.model_copy(update={"model": str(model), "evaluation": str(evaluation),
+                                              "publish": targets})
+    return config.model_copy(update={"output": output}), model
+
+
+@pytest.fixture
+def s3_env(s3_server, monkeypatch):
+    for name, value in s3_server.env.items():
+        monkeypatch.setenv(name, value)
+    client(s3_server.url).create_bucket(Bucket="published")
+
+
+def target(uri, when="gatesPassed"):
+    from kubetune.contract.publish import PublishTarget
+
+    return PublishTarget(target=uri, when=when)
+
+
+def test_every_file_of_the_model_folder_reaches_the_bucket_byte_for_byte(s3_server, s3_env, tmp_path):
+    from trainer_entrypoint.publish import publish
+
+    config, model = publish_config(tmp_path, [target("s3://published/runs/demo")], verdict="Passed")
+    summary = publish(config)
+    (published,) = summary.published
+    assert published.url == "s3://published/runs/demo" and published.files == len(files_of(model))
+    listed = list_prefix(s3_server.url, "s3://published/runs/demo/")
+    assert sorted(listed) == sorted(f"runs/demo/{name}" for name in files_of(model))
+    download_prefix(s3_server.url, "s3://published/runs/demo/", tmp_path / "back")
+    assert files_of(tmp_path / "back") == files_of(model)
+    etag = client(s3_server.url).head_object(Bucket="published", Key="runs/demo/README.md")["ETag"].strip('"')
+    assert published.revision == etag
+
+
+def test_gates_passed_targets_wait_for_a_passing_verdict_and_always_targets_do_not(s3_server, s3_env, tmp_path):
+    from trainer_entrypoint.publish import publish
+
+    targets = [target("s3://published/regressed/gated"), target("s3://published/regressed/always", "always")]
+    config, _ = publish_config(tmp_path, targets, verdict="Regressed")
+    assert [p.target for p in publish(config).published] == ["s3://published/regressed/always"]
+    assert not list_prefix(s3_server.url, "s3://published/regressed/gated/")
+    unevaluated, _ = publish_config(tmp_path / "none", [target("s3://published/unevaluated")])
+    assert [p.target for p in publish(unevaluated).published] == ["s3://published/unevaluated"]
+
+
+def test_a_failed_upload_names_the_target_in_the_termination_message(s3_env, tmp_path, monkeypatch):
+    from kubetune import contract
+    from kubetune.contract.failure import FailureReport
+    from trainer_entrypoint.publish import main
+
+    config, _ = publish_config(tmp_path, [target("s3://no-such-bucket/demo")], verdict="Passed")
+    (tmp_path / "config.json").write_text(config.encode())
+    monkeypatch.setenv(contract.ENV_CONFIG, str(tmp_path / "config.json"))
+    monkeypatch.setenv(contract.ENV_TERMINATION_LOG, str(tmp_path / "termination-log"))
+    assert main() == 1
+    report = FailureReport.read((tmp_path / "termination-log").read_text())
+    assert report.reason == "PublishFailed" and report.message.startswith("s3://no-such-bucket/demo: ")
+    assert "NoSuchBucket" in report.message
+
+
+def test_kubetune_run_of_a_gated_job_ends_with_the_verdict_and_the_model_in_the_bucket(s3_server, tmp_path):
+    from conftest import REPO
+
+    client(s3_server.url).create_bucket(Bucket="models")
+    document = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
+    document["spec"]["evaluation"]["gates"] = [{"metric": "loss", "maxDelta": 0.0, "confident": True}]
+    document["spec"]["output"] = {"publish": [{"target": "s3://models/quickstart"}]}
+    job = tmp_path / "gated.yaml"
+    job.write_text(yaml.safe_dump(document))
+    run_dir = tmp_path / "run"
+    env = {**os.environ, **s3_server.env}
+    result = subprocess.run([str(Path(sys.executable).parent / "kubetune"), "run", str(job), "--run-dir",
+                             str(run_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    assert "verdict" in result.stdout and "Passed: loss delta" in result.stdout, result.stdout[-3000:]
+    assert "published" in result.stdout and "s3://models/quickstart" in result.stdout
+    model = next((run_dir / "output").glob("**/model/config.json")).parent
+    download_prefix(s3_server.url, "s3://models/quickstart/", tmp_path / "back")
+    assert files_of(tmp_path / "back") == files_of(model)
+    assert "Verdict: **Passed**" in (tmp_path / "back" / "README.md").read_text()
