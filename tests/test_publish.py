@@ -1,6 +1,7 @@
 """Publishing the model that passed: the publish step uploads every file of the model folder,
-its card included, to a real S3-compatible server, as the verdict allows; and `kubetune run`
-of a gated job ends with the verdict in its summary and the model in the bucket."""
+its card included, to a real S3-compatible server and, with the real huggingface_hub client,
+to a local endpoint that records the Hub calls, as the verdict allows; and `kubetune run` of a
+gated job ends with the verdict in its summary and the model in the bucket."""
 
 import json
 import os
@@ -113,3 +114,30 @@ def test_kubetune_run_of_a_gated_job_ends_with_the_verdict_and_the_model_in_the_
     download_prefix(s3_server.url, "s3://models/quickstart/", tmp_path / "back")
     assert files_of(tmp_path / "back") == files_of(model)
     assert "Verdict: **Passed**" in (tmp_path / "back" / "README.md").read_text()
+
+
+def test_hf_publishing_commits_every_file_with_the_real_client_to_a_recording_endpoint(tmp_path):
+    from hub_endpoint import COMMIT_OID, HubEndpoint
+
+    from kubetune import contract
+    from kubetune.contract.publish import PublishSummary
+
+    hub = HubEndpoint()
+    try:
+        config, model = publish_config(tmp_path, [target("hf://my-org/demo")], verdict="Passed")
+        (tmp_path / "config.json").write_text(config.encode())
+        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_secret", "HF_HUB_OFFLINE": "0",
+               contract.ENV_CONFIG: str(tmp_path / "config.json"),
+               contract.ENV_TERMINATION_LOG: str(tmp_path / "termination-log")}
+        done = subprocess.run([sys.executable, "-m", "trainer_entrypoint", "publish"], env=env, capture_output=True,
+                              text=True, timeout=120)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    finally:
+        hub.stop()
+    assert hub.recorded.created == [{"name": "demo", "organization": "my-org", "visibility": "private",
+                                     "type": "model"}]
+    assert hub.recorded.tokens == {"Bearer hf_secret"}
+    assert hub.recorded.files == files_of(model)  # every file, the card too, byte for byte
+    (published,) = PublishSummary.read((tmp_path / "termination-log").read_text()).published
+    assert published.target == "hf://my-org/demo" and published.revision == COMMIT_OID
+    assert published.url == f"{hub.url}/my-org/demo/commit/{COMMIT_OID}" and published.files == len(files_of(model))
