@@ -124,18 +124,18 @@ def test_create_makes_each_child_once_with_owner_references(harness):
     assert get_job(harness)["status"]["output"] == {"claimName": "demo-output", "path": "model"}
 
 
-def set_evaluation(harness, outcome, message, job="demo"):
-    """Write the evaluation Job's pod and conditions as the Job controller would."""
-    batch_job = harness.cluster.batch_job(NS, f"{job}-eval")
+def set_evaluation(harness, outcome, message, job="demo", kind="eval", container="evaluator"):
+    """Write the evaluation (or publish) Job's pod and conditions as the Job controller would."""
+    batch_job = harness.cluster.batch_job(NS, f"{job}-{kind}")
     template = batch_job["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"{job}-eval-abcde", "namespace": NS, "labels": dict(template["metadata"]["labels"]),
-                        "ownerReferences": [owner(batch_job)]},
+           "metadata": {"name": f"{job}-{kind}-abcde", "namespace": NS,
+                        "labels": dict(template["metadata"]["labels"]), "ownerReferences": [owner(batch_job)]},
            "spec": template["spec"],
            "status": {"phase": "Succeeded" if outcome == "Complete" else "Failed", "containerStatuses": [
-               container_status("terminated", 0 if outcome == "Complete" else 3, message, name="evaluator")]}}
+               container_status("terminated", 0 if outcome == "Complete" else 3, message, name=container)]}}
     harness.cluster.core.create_namespaced_pod(NS, pod)
-    harness.cluster.batch.patch_namespaced_job_status(f"{job}-eval", NS, {"status": {"conditions": [
+    harness.cluster.batch.patch_namespaced_job_status(f"{job}-{kind}", NS, {"status": {"conditions": [
         {"type": outcome, "status": "True", "reason": outcome, "message": ""}]}})
 
 
@@ -641,3 +641,27 @@ def test_only_the_replica_holding_the_lease_reconciles_and_another_takes_over(ha
     wait_phase(harness, "Pending", name="two")
     second.stop()
     assert not first_lost.is_set()  # stopping is not losing
+
+
+def test_a_gated_job_gets_its_verdict_then_publishes_and_records_where_the_model_went(harness):
+    harness.start_operator()
+    evaluation = {"metrics": ["loss"], "compareBase": True, "gates": [{"metric": "loss", "maxDelta": 0.0,
+                                                                       "confident": True}]}
+    create_job(harness, job_document(evaluation=evaluation, output={"publish": [{"target": "s3://models/demo"}]}))
+    eventually(lambda: replicas(harness) == 1, what="the worker")
+    set_worker_pod(harness, 0, container_status("running", restarts=1, last=(0, "")))
+    wait_phase(harness, "Evaluating")
+    set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.2, "base": 2.4, "deltaInterval": '
+                                        '[-1.3, -1.1], "rows": 32}}}')
+    wait_phase(harness, "Publishing")
+    assert condition(harness, "GatesPassed")["reason"] == "Passed"
+    assert get_job(harness)["status"]["evaluation"]["verdict"] == "Passed"
+    publish = harness.cluster.batch_job(NS, "demo-publish")
+    assert publish["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "publish"
+    set_evaluation(harness, "Complete", '{"published": [{"target": "s3://models/demo", "revision": "e7", '
+                                        '"url": "s3://models/demo", "files": 9}]}', kind="publish",
+                   container="publisher")
+    wait_phase(harness, "Succeeded")
+    assert get_job(harness)["status"]["output"]["published"] == [
+        {"target": "s3://models/demo", "revision": "e7", "url": "s3://models/demo", "files": 9}]
+    eventually(lambda: {"Passed", "Published"} <= {reason for _, reason, _ in events_of(harness)}, what="events")
