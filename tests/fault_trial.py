@@ -23,6 +23,14 @@ from kube_emulator import FaultPlan
 from operator_harness import Harness
 from test_operator import NS, container_status, create_job, free_port, job_document, set_evaluation, set_worker_pod
 
+def evaluation_job(name: str) -> str:
+    """The evaluation Job of a job made by job_document()."""
+    from kubetune.api.validation import parse_job
+    from kubetune.render.naming import evaluation_job_name
+
+    return evaluation_job_name(name, parse_job(job_document()).spec.evaluation.digest())
+
+
 PHASE_REASONS = ("Pending", "Initializing", "Training", "Evaluating", "Succeeded", "Failed")
 CHILDREN = ("ConfigMap", "Service", "PersistentVolumeClaim", "StatefulSet")
 TERMINAL = ("Succeeded", "Failed")
@@ -98,8 +106,8 @@ def play_kubelet(harness: Harness, objects: dict, names: list[str], failing: set
             last = container_status("terminated", 3, f"{name}: bad column") if name in failing else \
                 container_status("running", restarts=1, last=(0, ""))
             set_worker_pod(harness, 0, last, job=name)
-        elif phase == "Evaluating" and ("Job", f"{name}-eval") in objects and \
-                ("Pod", f"{name}-eval-abcde") not in objects:
+        elif phase == "Evaluating" and ("Job", evaluation_job(name)) in objects and \
+                ("Pod", f"{evaluation_job(name)}-abcde") not in objects:
             set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.0}}}', job=name)
 
 

@@ -360,7 +360,8 @@ def test_evaluation_results_land_in_status_with_base_and_delta():
                       Observed(NOW, evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY)))
     assert decision.status["evaluation"] == {
         "metrics": {"loss": {"tuned": 1.5, "base": 2.0, "delta": -0.5}, "exact_match": {"tuned": 0.25}},
-        "report": "/output/evaluation/report.json", "verdict": "NoGates", "gates": []}
+        "report": "/output/evaluation/report.json", "verdict": "NoGates", "gates": [],
+        "digest": parse_job(with_spec()).spec.evaluation.digest(), "previousReports": []}
     assert decision.status["completionTime"] == NOW.strftime("%Y-%m-%dT%H:%M:%SZ")
     assert [e.reason for e in decision.events] == ["Succeeded", "Evaluated"]
 
@@ -537,3 +538,35 @@ def test_what_was_published_lands_in_status_with_an_event_per_target():
     regressed = decide(parse_job(with_spec(**spec)), [], status, publishing(0.02, [-0.01, 0.05])[2])
     assert not [a for a in regressed.actions if a.kind == "ensure_publish_job"]
     assert "published" not in regressed.status["output"]
+
+
+def test_an_edit_of_spec_evaluation_evaluates_the_trained_model_again_and_keeps_the_earlier_report():
+    job = parse_job(with_spec(evaluation={"metrics": ["loss"], "compareBase": True}))
+    evaluated = decide(job, [], {"phase": "Evaluating", "conditions": [holds("Trained", "True", "TrainingSucceeded",
+                                                                              ago(5))]},
+                       Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY)))
+    assert evaluated.phase == "Succeeded"
+    unchanged = decide(job, [], evaluated.status, Observed(NOW, WorkerSet(0)))
+    assert unchanged.phase == "Succeeded" and Action("ensure_evaluation_job") not in unchanged.actions
+    edited = parse_job(with_spec(evaluation={"metrics": ["loss"], "compareBase": True, "gates": [
+        {"metric": "loss", "maxDelta": 0.0}]}))
+    again = decide(edited, [], evaluated.status, Observed(NOW, WorkerSet(0)))
+    assert again.phase == "Evaluating" and Action("ensure_evaluation_job") in again.actions
+    assert Action("ensure_training_objects") not in again.actions and Action("scale_workers", 0) in again.actions
+    assert again.status["evaluation"] == {"metrics": {}, "gates": [], "previousReports": [
+        f"/output/evaluation/{job.spec.evaluation.digest()}/report.json"]}
+    reasons = {c["type"]: c["reason"] for c in again.status["conditions"] if c["status"] == "False"}
+    assert reasons["Evaluated"] == reasons["Succeeded"] == "Reevaluating"
+    assert [e.reason for e in again.events] == ["Evaluating", "Reevaluating"]
+    done = decide(edited, [], again.status, Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(
+        succeeded=True, message=EVAL_SUMMARY)))
+    assert done.phase == "Succeeded" and done.status["evaluation"]["verdict"] == "Passed"
+    assert done.status["evaluation"]["digest"] == edited.spec.evaluation.digest()
+    assert done.status["evaluation"]["previousReports"] == again.status["evaluation"]["previousReports"]
+
+
+def test_a_job_that_failed_in_training_is_not_evaluated_again_by_an_edit():
+    job = parse_job(with_spec(evaluation={"metrics": ["loss", "perplexity"]}))
+    status = {"phase": "Failed", "failure": {"reason": "OutOfMemory", "message": "x"},
+              "evaluation": {"digest": "0000"}, "conditions": [holds("Failed", "True", "OutOfMemory", ago(5))]}
+    assert decide(job, [], status, Observed(NOW, WorkerSet(0))).phase == "Failed"

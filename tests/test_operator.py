@@ -124,18 +124,24 @@ def test_create_makes_each_child_once_with_owner_references(harness):
     assert get_job(harness)["status"]["output"] == {"claimName": "demo-output", "path": "model"}
 
 
-def set_evaluation(harness, outcome, message, job="demo", kind="eval", container="evaluator"):
+def batch_job_of(harness, job="demo", role="evaluator"):
+    """The job's evaluation (or publish) Job, whatever its name."""
+    found = [j for j in harness.objects("Job", job) if j["metadata"]["labels"].get("kubetune.io/role") == role]
+    return found[-1] if found else None
+
+
+def set_evaluation(harness, outcome, message, job="demo", role="evaluator"):
     """Write the evaluation (or publish) Job's pod and conditions as the Job controller would."""
-    batch_job = harness.cluster.batch_job(NS, f"{job}-{kind}")
-    template = batch_job["spec"]["template"]
+    batch_job = batch_job_of(harness, job, role)
+    name, template = batch_job["metadata"]["name"], batch_job["spec"]["template"]
     pod = {"apiVersion": "v1", "kind": "Pod",
-           "metadata": {"name": f"{job}-{kind}-abcde", "namespace": NS,
+           "metadata": {"name": f"{name}-abcde", "namespace": NS,
                         "labels": dict(template["metadata"]["labels"]), "ownerReferences": [owner(batch_job)]},
            "spec": template["spec"],
            "status": {"phase": "Succeeded" if outcome == "Complete" else "Failed", "containerStatuses": [
-               container_status("terminated", 0 if outcome == "Complete" else 3, message, name=container)]}}
+               container_status("terminated", 0 if outcome == "Complete" else 3, message, name=role)]}}
     harness.cluster.core.create_namespaced_pod(NS, pod)
-    harness.cluster.batch.patch_namespaced_job_status(f"{job}-{kind}", NS, {"status": {"conditions": [
+    harness.cluster.batch.patch_namespaced_job_status(name, NS, {"status": {"conditions": [
         {"type": outcome, "status": "True", "reason": outcome, "message": ""}]}})
 
 
@@ -517,7 +523,7 @@ def test_a_failed_write_at_any_point_never_trains_twice_or_loses_an_event(harnes
     wait_phase(harness, "Training")
     set_worker_pod(harness, 0, container_status("running", restarts=1, last=(0, "")))  # trained; restarted
     wait_phase(harness, "Evaluating")
-    eventually(lambda: harness.cluster.batch_job(NS, "demo-eval"), what="the evaluation Job")
+    eventually(lambda: batch_job_of(harness), what="the evaluation Job")
     set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.0}}}')
     wait_phase(harness, "Succeeded")
     time.sleep(1)  # a few more resyncs: a lost Event would be posted, a duplicate would show
@@ -603,7 +609,7 @@ def test_changes_act_at_once_through_watches_not_at_the_next_resync(harness):
     wait_phase(harness, "Training", timeout=5)
     set_worker_pod(harness, 0, container_status("running", restarts=1, last=(0, "")))
     wait_phase(harness, "Evaluating", timeout=5)
-    eventually(lambda: harness.cluster.batch_job(NS, "demo-eval"), timeout=5, what="the evaluation Job")
+    eventually(lambda: batch_job_of(harness), timeout=5, what="the evaluation Job")
     set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.0}}}')
     wait_phase(harness, "Succeeded", timeout=5)  # the evaluation Job is watched like the workers
 
@@ -659,9 +665,38 @@ def test_a_gated_job_gets_its_verdict_then_publishes_and_records_where_the_model
     publish = harness.cluster.batch_job(NS, "demo-publish")
     assert publish["spec"]["template"]["spec"]["containers"][0]["command"][-1] == "publish"
     set_evaluation(harness, "Complete", '{"published": [{"target": "s3://models/demo", "revision": "e7", '
-                                        '"url": "s3://models/demo", "files": 9}]}', kind="publish",
-                   container="publisher")
+                                        '"url": "s3://models/demo", "files": 9}]}', role="publisher")
     wait_phase(harness, "Succeeded")
     assert get_job(harness)["status"]["output"]["published"] == [
         {"target": "s3://models/demo", "revision": "e7", "url": "s3://models/demo", "files": 9}]
     eventually(lambda: {"Passed", "Published"} <= {reason for _, reason, _ in events_of(harness)}, what="events")
+
+
+def test_editing_spec_evaluation_of_a_trained_job_evaluates_again_without_training(harness):
+    from kubetune.contract.config import TrainerConfig
+
+    harness.start_operator()
+    create_job(harness, job_document(evaluation={"metrics": ["loss"], "compareBase": True}))
+    eventually(lambda: replicas(harness) == 1, what="the worker")
+    set_worker_pod(harness, 0, container_status("running", restarts=1, last=(0, "")))
+    wait_phase(harness, "Evaluating")
+    first = batch_job_of(harness)["metadata"]["name"]
+    set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.2, "base": 2.4}}, '
+                                        '"report": "/output/evaluation/report.json"}')
+    wait_phase(harness, "Succeeded")
+    gated = {"metrics": ["loss", "perplexity"], "compareBase": True, "gates": [{"metric": "loss", "maxDelta": 0.0}]}
+    patch_spec(harness, "demo", {"evaluation": gated})
+    wait_phase(harness, "Evaluating")
+    eventually(lambda: batch_job_of(harness)["metadata"]["name"] != first, what="a new evaluation Job")
+    assert {j["metadata"]["name"] for j in harness.objects("Job", "demo")} >= {first}  # the earlier one stays
+    config = TrainerConfig.decode(harness.cluster.core.read_namespaced_config_map("demo-config", NS).data[
+        "config.json"])
+    assert config.evaluation.metrics == ["loss", "perplexity"] and config.evaluation.gates[0].max_delta == 0.0
+    assert replicas(harness) == 0  # no worker is started again
+    set_evaluation(harness, "Complete", '{"metrics": {"loss": {"tuned": 1.1, "base": 2.4}}, '
+                                        '"report": "/output/evaluation/report.json"}')
+    wait_phase(harness, "Succeeded")
+    evaluation = get_job(harness)["status"]["evaluation"]
+    assert evaluation["verdict"] == "Passed" and evaluation["metrics"]["loss"]["tuned"] == 1.1
+    assert len(evaluation["previousReports"]) == 1 and evaluation["previousReports"][0].endswith("/report.json")
+    assert "Reevaluating" in {reason for _, reason, _ in events_of(harness)}

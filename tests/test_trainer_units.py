@@ -256,3 +256,16 @@ def test_the_model_card_is_hugging_face_model_card_yaml_with_training_and_the_ev
     assert '"learning_rate": 2e-05' in text and "deepspeed" not in text.split("```json")[1]
     assert "| pass@1 | 0.45 [0.4, 0.5] | 0.4 [0.35, 0.45] | +0.05 [0.01, 0.09] | 200 |" in text
     assert "Verdict: **Passed**" in text and "pass@1 delta +0.05 [0.01, 0.09] vs minDelta 0 (confident): passed" in text
+
+
+def test_a_report_of_another_evaluation_spec_moves_aside_before_a_new_evaluation(tmp_path):
+    from trainer_entrypoint.evaluate.main import keep_earlier_report
+
+    (tmp_path / "report.json").write_text(json.dumps({"digest": "aaaa1111", "metrics": {}}))
+    (tmp_path / "generations.jsonl").write_text("{}\n")
+    keep_earlier_report(tmp_path, "aaaa1111")  # the same evaluation again: it stays
+    assert (tmp_path / "report.json").exists()
+    keep_earlier_report(tmp_path, "bbbb2222")
+    assert not (tmp_path / "report.json").exists() and not (tmp_path / "generations.jsonl").exists()
+    assert json.loads((tmp_path / "aaaa1111" / "report.json").read_text())["digest"] == "aaaa1111"
+    assert (tmp_path / "aaaa1111" / "generations.jsonl").read_text() == "{}\n"

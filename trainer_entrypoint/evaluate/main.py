@@ -149,6 +149,20 @@ def load_tokenizer(config: TrainerConfig):
     return tokenizer
 
 
+def keep_earlier_report(folder: Path, digest: Optional[str]) -> None:
+    """A report of another spec.evaluation moves to a folder named by its digest, beside the new one."""
+    report = folder / REPORT_FILE
+    try:
+        earlier = json.loads(report.read_text()).get("digest")
+    except (OSError, ValueError):
+        return
+    if earlier and earlier != digest:
+        (folder / earlier).mkdir(exist_ok=True)
+        for name in (REPORT_FILE, GENERATIONS_FILE):
+            if (folder / name).exists():
+                (folder / name).replace(folder / earlier / name)
+
+
 def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
     """Evaluate, write the report and generations; returns the metrics."""
     from .reward_models import evaluate_reward_model, reward_scorer
@@ -170,11 +184,13 @@ def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
                      for label, run in runs.items()}
     folder = Path(config.output.evaluation)
     folder.mkdir(parents=True, exist_ok=True)
+    keep_earlier_report(folder, evaluation.digest)
     write_generations(folder / GENERATIONS_FILE, samples, runs)
     results = combine(per_model, evaluation.sampling.seed)
     report = {
         "job": config.job.wire(), "engine": "transformers" if scores_pairs else evaluation.engine,
-        "method": config.method, "dataset": {"source": where, "format": fmt, "rows": len(samples)},
+        "method": config.method, "digest": evaluation.digest,
+        "dataset": {"source": where, "format": fmt, "rows": len(samples)},
         "intervals": {"method": "paired bootstrap over rows", "resamples": RESAMPLES, "level": LEVEL,
                       "seed": evaluation.sampling.seed},
         "sampling": {**evaluation.sampling.wire(), "stop": sampling.stop},

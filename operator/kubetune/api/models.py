@@ -14,6 +14,8 @@ boolean. Null fields are dropped first, as the API server drops them.
 
 from __future__ import annotations
 
+import hashlib
+
 import re
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
@@ -418,6 +420,12 @@ class EvaluationSpec(KubeModel):
         default_factory=EvaluationResourcesSpec, description="The evaluation pod's GPUs, resources and placement."
     )
 
+    def digest(self) -> str:
+        """Identifies what is evaluated and how (not where it runs): an edit of it evaluates the
+        trained model again."""
+        settings = self.model_dump_json(by_alias=True, exclude={"enabled", "resources"})
+        return hashlib.sha256(settings.encode()).hexdigest()[:8]
+
     def contract_gates(self) -> list[Gate]:
         """The gates as the evaluator and the lifecycle judge them."""
         return [Gate(**gate.model_dump()) for gate in self.gates]
@@ -619,6 +627,10 @@ class EvaluationStatus(StatusModel):
     verdict: Optional[Verdict] = Field(
         None, description="Passed: every gate passed; Regressed: one did not; NoGates: the job has none.")
     gates: list[GateResult] = Field(default_factory=list, description="Each gate of spec.evaluation.gates, judged.")
+    digest: Optional[str] = Field(
+        None, description="Which spec.evaluation these values come from; editing it evaluates again, no retraining.")
+    previous_reports: list[str] = Field(
+        default_factory=list, description="Reports of earlier evaluations of this model (the last 10), oldest first.")
 
 
 class OutputStatus(StatusModel):

@@ -90,6 +90,7 @@ class EvaluationConfig(Document):
     compare_base: bool = False
     timeout_seconds_per_sample: float = 10
     gates: list[Gate] = Field(default_factory=list)  # judged by the evaluator for the model card
+    digest: Optional[str] = None  # which spec.evaluation this is: a report of another one is kept aside
 
 
 class OutputPaths(Document):

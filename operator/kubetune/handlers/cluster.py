@@ -266,6 +266,9 @@ class Cluster(NamedReads):
     def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(self.apps.patch_namespaced_stateful_set, name, namespace, patch)
 
+    def patch_config_map(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
+        return self._call(self.core.patch_namespaced_config_map, name, namespace, patch)
+
     def post_event(self, job: dict[str, Any], kind: str, reason: str, message: str, name: str) -> bool:
         """A core/v1 Event about the job (what `kubectl describe ftj` and `kubectl events` show).
 

@@ -140,7 +140,7 @@ def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Opti
             status: FineTuneJobStatus) -> Observed:
     cluster, namespace, name = context.reads, job.metadata.namespace, job.metadata.name
     pods = cluster.pods(namespace, name, "worker")
-    evaluation = cluster.batch_job(namespace, evaluation_job_name(name))
+    evaluation = cluster.batch_job(namespace, evaluation_job_name(name, job.spec.evaluation.digest()))
     publish = cluster.batch_job(namespace, publish_job_name(name)) if job.spec.output.publish else None
     claim = cluster.claim(namespace, output_location(job).claim_name) if reads_claim(status) else None
     return Observed(
@@ -195,11 +195,23 @@ def _ensure(context: OperatorContext, job: FineTuneJob, action: str, upstream: d
     if live is None or live["metadata"].get("uid") != job.metadata.uid:
         return
     rendered = render_job(job, context.settings, upstream)
+    if action == "ensure_evaluation_job":
+        _current_config(context, rendered.config_map)
     manifests = {"ensure_training_objects": rendered.training_objects(), "ensure_evaluation_job": [
         rendered.evaluation_job], "ensure_publish_job": [rendered.publish_job]}[action]
     for manifest in manifests:
         if context.reads.get(manifest["kind"], namespace, manifest["metadata"]["name"]) is None:
             context.remember(manifest["kind"], context.cluster.create(manifest))
+
+
+def _current_config(context: OperatorContext, config_map: dict[str, Any]) -> None:
+    """The ConfigMap as the spec renders it now: an evaluation of an edited spec.evaluation reads
+    its new settings from it (the workers, done by then, read it no more)."""
+    meta = config_map["metadata"]
+    stored = context.reads.get("ConfigMap", meta["namespace"], meta["name"])
+    if stored is not None and stored.get("data") != config_map["data"]:
+        context.remember("ConfigMap", context.cluster.patch_config_map(meta["namespace"], meta["name"],
+                                                                       {"data": config_map["data"]}))
 
 
 def reconcile(context: OperatorContext, namespace: str, name: str) -> Optional[Decision]:

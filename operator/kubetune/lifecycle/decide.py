@@ -3,7 +3,9 @@
 Rules are checked in order; the first that applies sets the phase:
 
   invalid spec             -> Failed (InvalidSpec), nothing created
-  already Succeeded/Failed -> stays; workers kept at zero; TTL deletes the job
+  already Succeeded/Failed -> stays; workers kept at zero; TTL deletes the job; unless
+                              spec.evaluation was edited since the evaluation: it is
+                              evaluated again (Evaluating), not retrained
   upstream job:// pending  -> Pending (WaitingForUpstream); upstream failed -> Failed
   deadline passed          -> Failed (DeadlineExceeded)
   exit code 3 in a worker  -> Failed (PermanentError) with its message
@@ -30,6 +32,7 @@ the typed status models the CRD is generated from.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import PurePosixPath
 from typing import Any, Literal, Optional
 
 from .. import contract
@@ -53,6 +56,7 @@ from .watchdog import stall
 from .workers import Waiting, count_workers, resize, restart_message, waiting
 
 MAX_RESIZES_KEPT = 20
+MAX_REPORTS_KEPT = 10
 
 ActionKind = Literal["ensure_training_objects", "scale_workers", "restart_workers", "ensure_evaluation_job",
                      "ensure_publish_job",
@@ -160,7 +164,9 @@ def decide(
     if state.status.output is None:
         state.status.output = output_location(job).to_status()
     if state.status.phase in TERMINAL_PHASES:
-        return _finished(job, state, observed)
+        if not _evaluates_again(job, state):
+            return _finished(job, state, observed)
+        return _after_training(job, state, observed)
     run_policy = job.spec.run_policy
     state.status.progress = _progress(state.status.progress, observed.progress, state)
     # Pods a scale-down removes are leaving: their exits and restarts are not failures.
@@ -339,6 +345,8 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
     if evaluation is None or not (evaluation.succeeded or evaluation.failed):
         return _evaluating(state, evaluation)
     if evaluation.failed:
+        previous = state.status.evaluation.previous_reports if state.status.evaluation else []
+        state.status.evaluation = EvaluationStatus(digest=job.spec.evaluation.digest(), previous_reports=previous)
         report = FailureReport.read(evaluation.message)
         message = report.message if report else evaluation.message or "the evaluation Job failed"
         return state.fail("EvaluationFailed", message, FailureStatus(
@@ -358,11 +366,42 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
     return state.finish("Succeeded")
 
 
+def _evaluates_again(job: FineTuneJob, state: _Next) -> bool:
+    """A trained job whose spec.evaluation was edited since its evaluation: it is evaluated again
+    with a new evaluation Job, and not retrained; the earlier report is kept."""
+    last = state.status.evaluation
+    failure = state.status.failure
+    if not state.holds("Trained") or job.spec.evaluation_skipped_because() or last is None or not last.digest:
+        return False
+    if failure is not None and failure.reason not in ("Regressed", "EvaluationFailed", "PublishFailed"):
+        return False
+    digest = job.spec.evaluation.digest()
+    if last.digest == digest:
+        return False
+    kept = last.previous_reports + ([_kept_report(last.report, last.digest)] if last.report else [])
+    state.status.evaluation = EvaluationStatus(previous_reports=kept[-MAX_REPORTS_KEPT:])
+    message = f"spec.evaluation changed ({last.digest} -> {digest}): evaluating the trained model again"
+    for kind in ("Evaluated", "GatesPassed", "Succeeded", "Failed"):
+        if find(state.status.conditions, kind):
+            state.condition(kind, False, "Reevaluating", message)
+    state.status.failure, state.status.completion_time = None, None
+    state.events.append(Event("Normal", "Reevaluating", message))
+    return True
+
+
+def _kept_report(report: str, digest: str) -> str:
+    """Where the evaluator moves a report when a new evaluation starts: beside the new one."""
+    path = PurePosixPath(report)
+    return str(path.parent / digest / path.name)
+
+
 def _evaluated(job: FineTuneJob, state: _Next, summary: EvaluationSummary) -> None:
     """The evaluation's values and the verdict on them, recorded once."""
     outcome, gates, judged = verdict(job.spec.evaluation.contract_gates(), summary.metrics)
+    previous = state.status.evaluation.previous_reports if state.status.evaluation else []
     state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report, verdict=outcome,
-                                               gates=gates)
+                                               gates=gates, digest=job.spec.evaluation.digest(),
+                                               previous_reports=previous)
     text = ", ".join(f"{name}={value.tuned:.4g}" for name, value in summary.metrics.items())
     state.condition("Evaluated", True, "EvaluationSucceeded", text or "evaluation finished")
     state.events.append(Event("Normal", "Evaluated", text or "evaluation finished"))

@@ -44,7 +44,8 @@ def evaluation_job(
         tolerations=settings.tolerations(evaluation.tolerations or training.tolerations,
                                          training.gpu_resource_name, gpus),
     )
-    return _batch_job(job, evaluation_job_name(name), ROLE, EVALUATION_BACKOFF_LIMIT, pod_spec)
+    return _batch_job(job, evaluation_job_name(name, job.spec.evaluation.digest()), ROLE, EVALUATION_BACKOFF_LIMIT,
+                      pod_spec)
 
 
 def publish_job(

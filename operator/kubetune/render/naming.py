@@ -28,8 +28,9 @@ def output_claim_name(job_name: str) -> str:
     return f"{job_name}-output"
 
 
-def evaluation_job_name(job_name: str) -> str:
-    return f"{job_name}-eval"
+def evaluation_job_name(job_name: str, digest: str) -> str:
+    """One evaluation Job per evaluation spec: an edit gets a new one, the old one stays."""
+    return f"{job_name}-eval-{digest}"
 
 
 def publish_job_name(job_name: str) -> str:

@@ -132,6 +132,6 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         evaluation=EvaluationConfig(
             **evaluation.model_dump(exclude={"enabled", "resources", "dataset", "gates", "on_regression"}),
             dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))
-            if evaluation.dataset else None, gates=evaluation.contract_gates()),
+            if evaluation.dataset else None, gates=evaluation.contract_gates(), digest=evaluation.digest()),
         output=paths,
     )
