@@ -100,7 +100,8 @@ def test_kubetune_run_of_a_gated_job_ends_with_the_verdict_and_the_model_in_the_
     client(s3_server.url).create_bucket(Bucket="models")
     document = yaml.safe_load((REPO / "examples" / "quickstart.yaml").read_text())
     document["spec"]["evaluation"]["gates"] = [{"metric": "loss", "maxDelta": 0.0, "confident": True}]
-    document["spec"]["output"] = {"publish": [{"target": "s3://models/quickstart"}]}
+    document["spec"]["output"] = {"publish": [{"target": "s3://models/quickstart"},
+                                              {"target": "pvc://shared-models/quickstart"}]}
     job = tmp_path / "gated.yaml"
     job.write_text(yaml.safe_dump(document))
     run_dir = tmp_path / "run"
@@ -114,6 +115,8 @@ def test_kubetune_run_of_a_gated_job_ends_with_the_verdict_and_the_model_in_the_
     download_prefix(s3_server.url, "s3://models/quickstart/", tmp_path / "back")
     assert files_of(tmp_path / "back") == files_of(model)
     assert "Verdict: **Passed**" in (tmp_path / "back" / "README.md").read_text()
+    # The claim of the pvc:// target is a folder of the run here.
+    assert files_of(run_dir / "publish" / "shared-models" / "quickstart") == files_of(model)
 
 
 def test_hf_publishing_commits_every_file_with_the_real_client_to_a_recording_endpoint(tmp_path):

@@ -341,3 +341,16 @@ def test_a_job_that_publishes_gets_a_publish_job_on_the_trainer_image_retried_pe
     config = TrainerConfig.decode(objects.config_map["data"][contract.CONFIG_FILE])
     assert [(t.target, t.when, t.private) for t in config.output.publish] == [("s3://models/demo", "gatesPassed", True)]
     assert rendered(with_spec()).publish_job is None
+
+
+
+def test_a_pvc_publish_target_is_mounted_writable_in_the_publish_job_only():
+    job = with_spec(output={"publish": [{"target": "pvc://models/runs/demo"}, {"target": "s3://models/demo"}]})
+    objects = rendered(job)
+    spec = objects.publish_job["spec"]["template"]["spec"]
+    assert {"name": "publish-models", "persistentVolumeClaim": {"claimName": "models"}} in spec["volumes"]
+    assert {"name": "publish-models", "mountPath": f"{contract.PUBLISH_DIR}/models"} in spec["containers"][0][
+        "volumeMounts"]
+    assert "publish-models" not in json.dumps(objects.stateful_set)
+    config = TrainerConfig.decode(objects.config_map["data"][contract.CONFIG_FILE])
+    assert [t.path for t in config.output.publish] == [f"{contract.PUBLISH_DIR}/models/runs/demo", None]

@@ -130,7 +130,7 @@ INVALID_SPECS = [
      _set("spec.evaluation", {"metrics": ["loss"], "gates": [{"metric": "loss", "maxDelta": 0}]}),
      "spec.evaluation.gates", "set compareBase: true"),
     ("an unknown publish scheme", _set("spec.output", {"publish": [{"target": "gs://bucket/model"}]}),
-     "spec.output.publish[0].target", "expected hf://<org>/<name> or s3://<bucket>/<prefix>"),
+     "spec.output.publish[0].target", "expected hf://<org>/<name>, s3://<bucket>/<prefix> or pvc://<claim>"),
     ("elastic min above max", _set("spec.resources", {"nodes": 2, "elastic": {"minNodes": 3, "maxNodes": 2}}),
      "spec.resources.elastic.minNodes", "must not exceed maxNodes"),
     ("more processes than GPUs", _set("spec.resources", {"gpusPerNode": 2, "processesPerNode": 4}),

@@ -5,8 +5,10 @@ non-zero, so the Job retries it; the model stays in the volume either way."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -22,7 +24,7 @@ def files_of(folder: Path) -> list[Path]:
     return sorted(path for path in folder.rglob("*") if path.is_file())
 
 
-def to_s3(folder: Path, ref: str, private: bool) -> Published:
+def to_s3(folder: Path, ref: str, target: PublishTarget) -> Published:
     """Every file under s3://bucket/prefix/ (credentials and endpoint from the AWS_* env)."""
     import boto3
 
@@ -39,18 +41,30 @@ def to_s3(folder: Path, ref: str, private: bool) -> Published:
     return Published(target=f"s3://{ref}", revision=etag, url=f"s3://{bucket}/{prefix}", files=len(files))
 
 
-def to_hub(folder: Path, ref: str, private: bool) -> Published:
+def to_hub(folder: Path, ref: str, target: PublishTarget) -> Published:
     """A commit of the whole folder to the model repository (HF_TOKEN; HF_ENDPOINT for another hub)."""
     from huggingface_hub import HfApi
 
     api = HfApi(endpoint=os.environ.get("HF_ENDPOINT"), token=os.environ.get("HF_TOKEN"))
-    api.create_repo(ref, private=private, exist_ok=True, repo_type="model")
+    api.create_repo(ref, private=target.private, exist_ok=True, repo_type="model")
     commit = api.upload_folder(folder_path=str(folder), repo_id=ref, repo_type="model",
                                commit_message="Upload the model trained by kubetune")
     return Published(target=f"hf://{ref}", revision=commit.oid, url=commit.commit_url, files=len(files_of(folder)))
 
 
-PUBLISHERS: dict[str, Callable[[Path, str, bool], Published]] = {"s3": to_s3, "hf": to_hub}
+def to_claim(folder: Path, ref: str, target: PublishTarget) -> Published:
+    """A copy in the claim the publish Job mounts; the card's SHA-256 stands for the revision."""
+    if not target.path:
+        raise FileNotFoundError(f"no mount for {target.target} in this pod")
+    destination = Path(target.path)
+    shutil.copytree(folder, destination, dirs_exist_ok=True)
+    card = destination / "README.md"
+    revision = hashlib.sha256(card.read_bytes()).hexdigest()[:16] if card.exists() else None
+    return Published(target=target.target, revision=revision, url=target.target, files=len(files_of(folder)))
+
+
+PUBLISHERS: dict[str, Callable[[Path, str, PublishTarget], Published]] = {"s3": to_s3, "hf": to_hub,
+                                                                          "pvc": to_claim}
 
 
 def verdict_of(config: TrainerConfig) -> Optional[str]:
@@ -76,7 +90,7 @@ def publish(config: TrainerConfig) -> PublishSummary:
 
 def _publish_one(folder: Path, target: PublishTarget, scheme: str, ref: str) -> Published:
     try:
-        published = PUBLISHERS[scheme](folder, ref, target.private)
+        published = PUBLISHERS[scheme](folder, ref, target)
     except Exception as error:
         raise PublishError(target.target, error) from error
     print(f"kubetune: published {published.files} files to {published.url} ({published.revision})", flush=True)

@@ -8,6 +8,7 @@ DEEPSPEED_FILE = "deepspeed.json"
 OUTPUT_DIR = "/output"
 CACHE_DIR = "/cache"
 INPUTS_DIR = "/inputs"
+PUBLISH_DIR = "/publish"  # the publish Job mounts each pvc:// target claim at PUBLISH_DIR/<claim>
 TMP_DIR = "/tmp"
 SHM_DIR = "/dev/shm"
 

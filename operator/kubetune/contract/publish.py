@@ -16,6 +16,16 @@ class PublishScheme:
     name: str
     pattern: str  # the whole target, scheme included
     description: str
+    mounts_claim: bool = False  # the publish Job mounts the claim and copies into it
+
+
+def claim_of(target: str) -> Optional[tuple[str, str]]:
+    """(claim, path inside it) of a target on a claim; None for any other."""
+    scheme, _, ref = target.partition("://")
+    if not PUBLISH_SCHEMES[scheme].mounts_claim:
+        return None
+    claim, _, path = ref.partition("/")
+    return claim, path.strip("/")
 
 
 PUBLISH_SCHEMES: dict[str, PublishScheme] = {s.name: s for s in (
@@ -23,6 +33,8 @@ PUBLISH_SCHEMES: dict[str, PublishScheme] = {s.name: s for s in (
                   "hf://<org>/<name> (a Hugging Face Hub model repository, with credentials.hfToken)"),
     PublishScheme("s3", r"s3://[a-z0-9][a-z0-9.-]*[a-z0-9](/[^\s]*)?",
                   "s3://<bucket>/<prefix> (with credentials.s3SecretName)"),
+    PublishScheme("pvc", r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?",
+                  "pvc://<claim>/<path> (a PersistentVolumeClaim the publish Job mounts)", mounts_claim=True),
 )}
 PUBLISH_PATTERN = "^(" + "|".join(s.pattern for s in PUBLISH_SCHEMES.values()) + ")$"
 
@@ -33,6 +45,7 @@ class PublishTarget(Document):
     target: str
     when: When = "gatesPassed"
     private: bool = True
+    path: Optional[str] = None  # where a target on a claim is, inside the publish pod
 
     def applies(self, verdict: Optional[str]) -> bool:
         """gatesPassed publishes a model whose gates passed, or that has none to pass."""

@@ -43,6 +43,7 @@ class RunFolders:
             contract.OUTPUT_DIR: str(self.root / "output"),
             contract.INPUTS_DIR: str(self.root / "inputs"),
             contract.CONFIG_DIR: str(self.root / "config"),
+            contract.PUBLISH_DIR: str(self.root / "publish"),  # pvc:// publish targets, by claim
         }
 
     def pod(self, name: str) -> Path:

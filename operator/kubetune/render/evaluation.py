@@ -6,6 +6,7 @@ from typing import Any
 
 from .. import contract
 from ..api.models import FineTuneJob
+from ..contract.publish import claim_of
 from . import pods
 from .naming import evaluation_job_name, labels, metadata, publish_job_name
 from .sources import OutputLocation, ResolvedSource
@@ -66,6 +67,11 @@ def publish_job(
     pod_spec = pods.pod_spec(job, output, sources, container=container, restart_policy="Never",
                              node_selector=settings.node_selector(training.node_selector, 0),
                              tolerations=settings.tolerations(training.tolerations, training.gpu_resource_name, 0))
+    claims = sorted({on_claim[0] for t in job.spec.output.publish if (on_claim := claim_of(t.target))})
+    pod_spec["volumes"] += [{"name": f"publish-{claim}", "persistentVolumeClaim": {"claimName": claim}}
+                            for claim in claims]
+    pod_spec["containers"][0]["volumeMounts"] += [
+        {"name": f"publish-{claim}", "mountPath": f"{contract.PUBLISH_DIR}/{claim}"} for claim in claims]
     return _batch_job(job, publish_job_name(job.metadata.name), PUBLISHER, job.spec.run_policy.backoff_limit,
                       pod_spec)
 

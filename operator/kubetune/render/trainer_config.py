@@ -22,7 +22,7 @@ from ..contract.config import (
     RewardConfig,
     TrainerConfig,
 )
-from ..contract.publish import PublishTarget
+from ..contract.publish import PublishTarget, claim_of
 from ..contract.sources import Location
 from .sources import OutputLocation, ResolvedSource, job_sources, output_location, resolve_source
 
@@ -85,6 +85,12 @@ def output_paths(location: OutputLocation) -> OutputPaths:
     )
 
 
+def published_path(target: str) -> str | None:
+    """Where the publish pod writes a target on a claim (the claim mounted at PUBLISH_DIR/<claim>)."""
+    on_claim = claim_of(target)
+    return "/".join(filter(None, (contract.PUBLISH_DIR, *on_claim))) if on_claim else None
+
+
 def managed_training_args(job: FineTuneJob, paths: OutputPaths) -> dict[str, Any]:
     checkpointing = job.spec.checkpointing
     return {
@@ -114,7 +120,7 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         return sources[field].location if field in sources else None
 
     paths = output_paths(output_location(job)).model_copy(update={"publish": [
-        PublishTarget(**target.model_dump()) for target in spec.output.publish]})
+        PublishTarget(**target.model_dump(), path=published_path(target.target)) for target in spec.output.publish]})
     evaluation = spec.evaluation
     return TrainerConfig(
         api_version=job.api_version,
