@@ -105,7 +105,7 @@ def test_kubetune_run_of_a_gated_job_ends_with_the_verdict_and_the_model_in_the_
     job = tmp_path / "gated.yaml"
     job.write_text(yaml.safe_dump(document))
     run_dir = tmp_path / "run"
-    env = {**os.environ, **s3_server.env}
+    env = {**os.environ, **s3_server.env, "COLUMNS": "250"}  # the summary table unwrapped
     result = subprocess.run([str(Path(sys.executable).parent / "kubetune"), "run", str(job), "--run-dir",
                              str(run_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
     assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]

@@ -195,8 +195,9 @@ def run(file: str, job_name: Optional[str], run_dir: Optional[str], nodes: Optio
             decision = local.run(display.tick)
     except KeyboardInterrupt:
         checkpoint = local.newest_checkpoint()
+        # soft_wrap: a path broken over lines cannot be copied.
         console.print(f"stopped; every process is gone. Last checkpoint: {checkpoint or 'none yet'}. "
-                      f"Run the same command again to resume.")
+                      f"Run the same command again to resume.", soft_wrap=True)
         sys.exit(130)
     console.print(summary_table(decision, local.completion(), local.model_dir, time.monotonic() - started,
                                 display.first_step_seconds))

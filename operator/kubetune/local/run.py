@@ -43,6 +43,38 @@ def job_uid(folders: RunFolders) -> str:
 
 
 @dataclass
+class LocalBatchJob:
+    """A batch Job's pod here, as the Job controller runs it: started once, started again after a
+    failure up to the Job's backoffLimit, failed for good on exit code 3."""
+
+    manifest: Optional[dict[str, Any]]
+    pod: Optional[LocalPod] = None
+    attempts: int = 0
+
+    @property
+    def retries(self) -> int:
+        return self.manifest["spec"]["backoffLimit"] if self.manifest else 0
+
+    def start(self, make_pod: Callable[[dict[str, Any], str], LocalPod]) -> None:
+        if self.pod is None and self.manifest:
+            self.pod = make_pod(self.manifest["spec"]["template"]["spec"], f"{self.manifest['metadata']['name']}-pod")
+            self.pod.start()
+            self.attempts = 1
+
+    def retry(self) -> None:
+        if self.pod and self.pod.poll() not in (None, 0, contract.EXIT_PERMANENT) and self.attempts <= self.retries:
+            self.attempts += 1
+            self.pod.start()
+
+    def observed(self) -> Optional[EvaluationRun]:
+        if self.pod is None:
+            return None
+        code = self.pod.poll()
+        failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or self.attempts > self.retries)
+        return EvaluationRun(succeeded=code == 0, failed=failed, message=self.pod.termination_message())
+
+
+@dataclass
 class LocalCluster:
     """The job's children as local processes, observed and changed the way the operator does."""
 
@@ -53,10 +85,8 @@ class LocalCluster:
     ports: dict[int, int] = field(default_factory=dict)
     workers: dict[int, LocalPod] = field(default_factory=dict)
     replicas: int = 0
-    evaluator: Optional[LocalPod] = None
-    evaluation_attempts: int = 0
-    publisher: Optional[LocalPod] = None
-    publish_attempts: int = 0
+    evaluation: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
+    publishing: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
     overrides: dict[str, str] = field(default_factory=dict)  # env every pod gets on this machine
     failed_pod: Optional[LocalPod] = None  # the last worker seen exiting non-zero
 
@@ -87,19 +117,12 @@ class LocalCluster:
             self.workers.pop(ordinal).kill()
         self.replicas = replicas
 
-    def start_evaluation(self) -> None:
-        if self.evaluator is None and self.objects.evaluation_job:
-            template = self.objects.evaluation_job["spec"]["template"]["spec"]
-            self.evaluator = self._pod(template, f"{self.objects.evaluation_job['metadata']['name']}-pod", None)
-            self.evaluator.start()
-            self.evaluation_attempts = 1
+    def __post_init__(self) -> None:
+        self.evaluation = LocalBatchJob(self.objects.evaluation_job)
+        self.publishing = LocalBatchJob(self.objects.publish_job)
 
-    def start_publishing(self) -> None:
-        if self.publisher is None and self.objects.publish_job:
-            template = self.objects.publish_job["spec"]["template"]["spec"]
-            self.publisher = self._pod(template, f"{self.objects.publish_job['metadata']['name']}-pod", None)
-            self.publisher.start()
-            self.publish_attempts = 1
+    def _batch_pod(self, template: dict[str, Any], name: str) -> LocalPod:
+        return self._pod(template, name, None)
 
     def restart_workers(self) -> None:
         """What deleting the worker pods does: each process tree killed, a new pod started in its place."""
@@ -114,33 +137,17 @@ class LocalCluster:
         elif action.kind == "restart_workers":
             self.restart_workers()
         elif action.kind == "ensure_evaluation_job":
-            self.start_evaluation()
+            self.evaluation.start(self._batch_pod)
         elif action.kind == "ensure_publish_job":
-            self.start_publishing()
-
-    @property
-    def publish_retries(self) -> int:
-        return self.objects.publish_job["spec"]["backoffLimit"] if self.objects.publish_job else 0
-
-    @property
-    def evaluation_retries(self) -> int:
-        return self.objects.evaluation_job["spec"]["backoffLimit"] if self.objects.evaluation_job else 0
+            self.publishing.start(self._batch_pod)
 
     def restart_exited(self) -> None:
         """What the kubelet and the Job controller do after the lifecycle has seen an exit."""
         for pod in self.workers.values():
             if pod.poll() is not None:
                 pod.start()
-        evaluator = self.evaluator
-        if evaluator and evaluator.poll() not in (None, 0, contract.EXIT_PERMANENT):
-            if self.evaluation_attempts <= self.evaluation_retries:
-                self.evaluation_attempts += 1
-                evaluator.start()
-        publisher = self.publisher
-        if publisher and publisher.poll() not in (None, 0, contract.EXIT_PERMANENT):
-            if self.publish_attempts <= self.publish_retries:
-                self.publish_attempts += 1
-                publisher.start()
+        self.evaluation.retry()
+        self.publishing.retry()
 
     def observe(self, now: datetime) -> Observed:
         for pod in self.workers.values():
@@ -148,9 +155,7 @@ class LocalCluster:
                 self.failed_pod = pod
         pods = tuple(self._observed_pod(pod) for _, pod in sorted(self.workers.items()))
         return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
-                        evaluation=self._observed_run(self.evaluator, self.evaluation_attempts,
-                                                      self.evaluation_retries),
-                        publish=self._observed_run(self.publisher, self.publish_attempts, self.publish_retries),
+                        evaluation=self.evaluation.observed(), publish=self.publishing.observed(),
                         progress=self.progress())
 
     @staticmethod
@@ -160,15 +165,6 @@ class LocalCluster:
         terminated = Termination(code, pod.termination_message()) if code is not None else None
         return WorkerPod(pod.name, running=code is None, ready=code is None, restarts=pod.restarts,
                          terminated=terminated, last_terminated=last, uid=pod.uid)
-
-    @staticmethod
-    def _observed_run(pod: Optional[LocalPod], attempts: int, retries: int) -> Optional[EvaluationRun]:
-        """A batch Job's pod as the Job controller sees it: failed for good after its retries."""
-        if pod is None:
-            return None
-        code = pod.poll()
-        failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or attempts > retries)
-        return EvaluationRun(succeeded=code == 0, failed=failed, message=pod.termination_message())
 
     def progress(self) -> Optional[Progress]:
         first = self.workers.get(0)
@@ -182,7 +178,7 @@ class LocalCluster:
             return None
 
     def stop(self) -> None:
-        for pod in list(self.workers.values()) + [pod for pod in (self.evaluator, self.publisher) if pod]:
+        for pod in list(self.workers.values()) + [job.pod for job in (self.evaluation, self.publishing) if job.pod]:
             pod.kill()
 
     def failed_worker_logs(self) -> str:
