@@ -3,6 +3,7 @@ not call a difference that is not there, and a seed reproduces it exactly."""
 
 import numpy as np
 
+from kubetune.contract.evaluation import Gate, MetricValue, judge
 from trainer_entrypoint.evaluate.intervals import paired_bootstrap
 from trainer_entrypoint.evaluate.scoring import Rows
 
@@ -35,14 +36,20 @@ def test_each_model_and_the_delta_get_intervals_around_their_values_over_the_row
 
 
 def test_no_difference_gives_an_interval_around_zero():
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(0)
     same = rng.random(200) < 0.4
     identical = paired_bootstrap(bernoulli_rows(same), bernoulli_rows(same), seed=1).delta
     assert identical == (0.0, 0.0)
-    # Two draws of the same model: the interval spans zero.
+    # Two draws of the same model: the interval spans zero, so a confident gate does not pass
+    # even where the measured difference is above zero.
     other = rng.random(200) < 0.4
     noisy = paired_bootstrap(bernoulli_rows(other), bernoulli_rows(same), seed=1).delta
     assert noisy[0] < 0 < noisy[1]
+    measured = MetricValue(tuned=float(other.mean()), base=float(same.mean()), delta_interval=list(noisy))
+    assert measured.delta > 0  # this draw happens to measure a gain
+    gate = Gate(metric="exact_match", min_delta=0.0, confident=True)
+    assert judge(gate, measured).passed is False
+    assert judge(gate.model_copy(update={"confident": False}), measured).passed is True
 
 
 def test_a_seed_reproduces_the_intervals_exactly():
