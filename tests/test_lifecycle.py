@@ -570,3 +570,13 @@ def test_a_job_that_failed_in_training_is_not_evaluated_again_by_an_edit():
     status = {"phase": "Failed", "failure": {"reason": "OutOfMemory", "message": "x"},
               "evaluation": {"digest": "0000"}, "conditions": [holds("Failed", "True", "OutOfMemory", ago(5))]}
     assert decide(job, [], status, Observed(NOW, WorkerSet(0))).phase == "Failed"
+
+
+def test_a_succeeded_batch_job_waits_for_its_pods_result_to_reach_the_cache():
+    spec, status, observed = publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, message=""))
+    early = decide(parse_job(with_spec(**spec)), [], status, observed)
+    assert early.phase == "Publishing" and "published" not in early.status["output"]
+    evaluation_early = decide(parse_job(with_spec()), [], {"phase": "Evaluating", "conditions": [
+        holds("Trained", "True", "TrainingSucceeded", ago(5))]}, Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(
+            succeeded=True, pod=running("demo-eval-x"))))
+    assert evaluation_early.phase == "Evaluating" and "evaluation" not in evaluation_early.status

@@ -342,7 +342,7 @@ def _after_training(job: FineTuneJob, state: _Next, observed: Observed) -> Decis
         state.condition("Succeeded", True, "TrainingSucceeded", f"trained; {skipped}")
         return state.finish("Succeeded")
     evaluation = observed.evaluation
-    if evaluation is None or not (evaluation.succeeded or evaluation.failed):
+    if evaluation is None or not evaluation.settled:
         return _evaluating(state, evaluation)
     if evaluation.failed:
         previous = state.status.evaluation.previous_reports if state.status.evaluation else []
@@ -419,7 +419,7 @@ def _publishing(job: FineTuneJob, state: _Next, observed: Observed) -> Optional[
     if not targets or state.status.output.published:
         return None
     run = observed.publish
-    if run is None or not (run.succeeded or run.failed):
+    if run is None or not run.settled:
         state.actions.append(Action("ensure_publish_job"))
         return state.finish("Publishing")
     if run.failed:

@@ -59,6 +59,13 @@ class EvaluationRun:
     # The newest evaluator pod, while it waits to start.
     pod: Optional[WorkerPod] = None
 
+    @property
+    def settled(self) -> bool:
+        """Failed, or succeeded with its pod seen terminated: the Job's condition can reach the
+        operator's cache before the pod's last state, whose termination message holds the result."""
+        seen = self.pod is not None and self.pod.terminated is not None
+        return self.failed or (self.succeeded and (bool(self.message) or seen))
+
 
 @dataclass(frozen=True)
 class Observed:

@@ -71,7 +71,8 @@ class LocalBatchJob:
             return None
         code = self.pod.poll()
         failed = code not in (None, 0) and (code == contract.EXIT_PERMANENT or self.attempts > self.retries)
-        return EvaluationRun(succeeded=code == 0, failed=failed, message=self.pod.termination_message())
+        return EvaluationRun(succeeded=code == 0, failed=failed, message=self.pod.termination_message(),
+                             pod=LocalCluster.observed_pod(self.pod))
 
 
 @dataclass
@@ -153,13 +154,13 @@ class LocalCluster:
         for pod in self.workers.values():
             if pod.poll() not in (None, 0):
                 self.failed_pod = pod
-        pods = tuple(self._observed_pod(pod) for _, pod in sorted(self.workers.items()))
+        pods = tuple(self.observed_pod(pod) for _, pod in sorted(self.workers.items()))
         return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
                         evaluation=self.evaluation.observed(), publish=self.publishing.observed(),
                         progress=self.progress())
 
     @staticmethod
-    def _observed_pod(pod: LocalPod) -> WorkerPod:
+    def observed_pod(pod: LocalPod) -> WorkerPod:
         code = pod.poll()
         last = Termination(*pod.last_exit) if pod.last_exit else None
         terminated = Termination(code, pod.termination_message()) if code is not None else None
