@@ -16,7 +16,7 @@ from trainer_entrypoint.data import load_for_method, prepare
 from trainer_entrypoint.errors import PermanentError
 from trainer_entrypoint.train.checkpoints import discard_incomplete
 from trainer_entrypoint.train.rewards import answer_match, reward_function
-from trainer_entrypoint.train.trainer import hardware_training_args, peft_config
+from trainer_entrypoint.train.trainer import peft_config
 
 
 @pytest.mark.parametrize(
@@ -134,14 +134,6 @@ def test_reward_functions_by_name():
     assert reward_function("think_format_reward") is trl.rewards.think_format_reward
     with pytest.raises(PermanentError, match="unknown reward function 'nope'.*answer_match"):
         reward_function("nope")
-
-
-def test_cpu_forces_use_cpu_and_gpu_prefers_bf16():
-    assert hardware_training_args({}, gpu=False, bf16_supported=False)["use_cpu"] is True
-    assert hardware_training_args({}, gpu=False, bf16_supported=False)["bf16"] is False
-    assert hardware_training_args({}, gpu=True, bf16_supported=True)["bf16"] is True
-    # A key the user set stays theirs.
-    assert "bf16" not in hardware_training_args({"bf16": False}, gpu=True, bf16_supported=True)
 
 
 def test_lora_targets_all_linear_layers_by_default():

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import GaugeMetricFamily
 from transformers import TrainerCallback
 
+from kubetune.contract.plan import mfu
 from kubetune.contract.progress import PROGRESS_PATH, Progress
 
 # Progress fields exported as gauges, by metric name (the help text is the field's description).
@@ -26,6 +27,7 @@ GAUGES = {
     "kubetune_training_tokens_per_second": "tokens_per_second",
     "kubetune_training_progress_ratio": "progress",
     "kubetune_training_eta_seconds": "eta_seconds",
+    "kubetune_training_mfu_ratio": "mfu",
 }
 
 
@@ -62,6 +64,17 @@ class ProgressCallback(TrainerCallback):
         self._started = 0.0
         self._start_step: Optional[int] = None
         self._last: Optional[tuple[float, int]] = None  # (time, tokens) at the previous step
+        self._flops_per_token: Optional[float] = None
+        self._peak_flops: Optional[float] = None
+
+    def count_flops(self, flops_per_token: Optional[float], peak_flops: Optional[float]) -> None:
+        """Report MFU next to tokens/s (on a GPU whose peak the plan's table knows)."""
+        self._flops_per_token, self._peak_flops = flops_per_token, peak_flops
+
+    def _mfu(self, tokens_per_second: Optional[float]) -> Optional[float]:
+        if tokens_per_second is None or not self._flops_per_token or not self._peak_flops:
+            return None
+        return mfu(tokens_per_second, self._flops_per_token, self._peak_flops)
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._started = time.monotonic()
@@ -85,7 +98,8 @@ class ProgressCallback(TrainerCallback):
         # The Trainer evaluates, then saves, right after this callback: say so, so the stall
         # watchdog gives them more time.
         phase = "evaluating" if control.should_evaluate else "checkpointing" if control.should_save else "training"
-        self.progress.update(step=state.global_step, epoch=state.epoch, tokens_per_second=rate, phase=phase,
+        self.progress.update(step=state.global_step, epoch=state.epoch, tokens_per_second=rate, mfu=self._mfu(rate),
+                             phase=phase,
                              progress=(state.global_step / total) if total else None, eta_seconds=eta)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -14,17 +14,6 @@ from ..sources import model_reference
 from .rewards import reward_funcs
 
 
-def hardware_training_args(training: dict[str, Any], gpu: bool, bf16_supported: bool) -> dict[str, Any]:
-    """Settings that depend on the machine; a key the user set explicitly is left alone."""
-    args: dict[str, Any] = {"include_num_input_tokens_seen": True}  # for tokens/s
-    if not gpu:
-        # Without use_cpu a multi-process CPU run silently trains each rank alone.
-        args.update(use_cpu=True, bf16=False, fp16=False, dataloader_pin_memory=False)
-    elif bf16_supported:
-        args["bf16"] = True
-    return {key: value for key, value in args.items() if key not in training or key == "use_cpu"}
-
-
 def model_init_kwargs(model: ModelConfig) -> dict[str, Any]:
     kwargs: dict[str, Any] = {"trust_remote_code": model.trust_remote_code}
     if model.dtype != "auto":
@@ -36,12 +25,12 @@ def model_init_kwargs(model: ModelConfig) -> dict[str, Any]:
     return kwargs
 
 
-def trl_args(config: TrainerConfig, gpu: bool, bf16_supported: bool):
+def trl_args(config: TrainerConfig):
+    """The method's TRL config from config.training (the machine's defaults already in it)."""
     import trl
 
     config_class = getattr(trl, config.trainer.config_class)
     training = dict(config.training)
-    training.update(hardware_training_args(config.training, gpu, bf16_supported))
     if config.trainer.rewards and config.rewards:
         training["reward_weights"] = [reward.weight for reward in config.rewards]
     training["model_init_kwargs"] = {**model_init_kwargs(config.model), **(training.get("model_init_kwargs") or {})}
@@ -51,23 +40,30 @@ def trl_args(config: TrainerConfig, gpu: bool, bf16_supported: bool):
         raise PermanentError(f"spec.training: {config_class.__name__} refused it: {error}") from None
 
 
-def training_default(config: TrainerConfig, key: str) -> Any:
-    """The method's TRL config default for a key."""
+def method_defaults(config: TrainerConfig) -> dict[str, Any]:
+    """The method's TRL config defaults, by key."""
     import dataclasses
 
     import trl
 
-    return next(f.default for f in dataclasses.fields(getattr(trl, config.trainer.config_class)) if f.name == key)
+    return {f.name: f.default for f in dataclasses.fields(getattr(trl, config.trainer.config_class))
+            if f.default is not dataclasses.MISSING}
 
 
-def check_model(reference: str, model: ModelConfig) -> None:
-    """Fail permanently, before any heavy work, when the model cannot exist."""
+def training_default(config: TrainerConfig, key: str) -> Any:
+    """The method's TRL config default for a key."""
+    return method_defaults(config)[key]
+
+
+def check_model(reference: str, model: ModelConfig) -> dict[str, Any]:
+    """The model's config; fail permanently, before any heavy work, when the model cannot exist."""
     from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
     from transformers import AutoConfig
 
     source = model.source
     try:
-        AutoConfig.from_pretrained(reference, revision=model.revision, trust_remote_code=model.trust_remote_code)
+        return AutoConfig.from_pretrained(reference, revision=model.revision,
+                                          trust_remote_code=model.trust_remote_code).to_dict()
     except (RepositoryNotFoundError, RevisionNotFoundError, GatedRepoError) as error:
         raise PermanentError(f"model {source}: {type(error).__name__}: {str(error).splitlines()[0]}") from None
     except (OSError, ValueError) as error:
@@ -125,17 +121,15 @@ def join_process_group(args) -> None:
             deepspeed.init_distributed(dist_backend="gloo" if args.use_cpu else "nccl", auto_mpi_discovery=False)
 
 
-def build_trainer(config: TrainerConfig, callbacks: list[Any]):
-    import torch
+def build_trainer(config: TrainerConfig, callbacks: list[Any], reference: str):
+    """The TRL trainer for config.training as it stands (the machine's defaults and the strategy
+    already in it: see worker.prepare); `reference` is the model folder or hub id."""
     import trl
 
     method = config.trainer
-    gpu = torch.cuda.is_available()
     # The TRL config first: with ZeRO-3 it must exist before the model loads.
-    args = trl_args(config, gpu, gpu and torch.cuda.is_bf16_supported())
+    args = trl_args(config)
     join_process_group(args)
-    reference = model_reference(config.model.location, config.model.source)
-    check_model(reference, config.model)
     dataset = config.dataset
     train = load_for_method(dataset, method.name, dataset.split)
     evaluation = load_for_method(dataset, method.name, dataset.eval_split) if dataset.eval_split else None

@@ -7,6 +7,7 @@ import json
 import os
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 
@@ -14,9 +15,22 @@ from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
 
+from kubetune.contract.plan import ModelShape, StrategyChoice
+
 from ..card import write_card
+from ..sources import model_reference
 from ..errors import exit_code_for
 from .checkpoints import discard_incomplete
+from .defaults import (
+    Hardware,
+    ModelTraits,
+    detect,
+    effective_training,
+    model_traits,
+    resolve_strategy,
+    with_strategy,
+    workload,
+)
 from .resize import ResumePlan, convert_to_universal, plan_resume
 
 WEIGHT_DIGEST_ENV = "KUBETUNE_WEIGHT_DIGEST_DIR"
@@ -39,6 +53,52 @@ def for_this_world_size(config: TrainerConfig, resume_from: Optional[Path]) -> t
         for note in plan.notes:
             print(f"kubetune: {note}", flush=True)
     return config.model_copy(update={"training": {**config.training, **plan.training}}), plan
+
+
+@dataclass
+class Prepared:
+    """A config ready to train with: the machine's defaults and the strategy in it."""
+
+    config: TrainerConfig
+    reference: str  # the model folder or hub id
+    choice: StrategyChoice
+    flops_per_token: Optional[float] = None  # for MFU, when the GPU's peak is known
+    peak_flops: Optional[float] = None  # all ranks together
+
+
+def prepare(config: TrainerConfig, hardware: Hardware) -> Prepared:
+    """Read the model's config, add the machine's defaults and resolve the strategy (the same on
+    every rank: the same inputs give the same plan)."""
+    from .trainer import check_model, method_defaults
+
+    reference = model_reference(config.model.location, config.model.source)
+    model_config = check_model(reference, config.model)
+    traits = model_traits(model_config, hardware) if hardware.gpus else ModelTraits()
+    defaults = method_defaults(config)
+    effective = effective_training(config, hardware, traits, defaults)
+    shape = shape_of(model_config)
+    work = workload(config, shape, effective.training, defaults,
+                    config.distributed.planned_world_size or world_size()) if shape else None
+    choice = resolve_strategy(config, hardware, shape, work)
+    if rank() == 0:
+        for note in [*effective.notes, f"distributed: {choice.strategy}, offload {choice.offload}: {choice.reason}"]:
+            print(f"kubetune: {note}", flush=True)
+    config = config.model_copy(update={
+        "training": with_strategy(effective.training, choice),
+        "distributed": config.distributed.model_copy(update={"strategy": choice.strategy, "offload": choice.offload}),
+    })
+    gpu = hardware.gpu
+    if not (shape and work and gpu and gpu.peak_flops):
+        return Prepared(config, reference, choice)
+    return Prepared(config, reference, choice, shape.flops_per_token(work.sequence), gpu.peak_flops * world_size())
+
+
+def shape_of(model_config: dict[str, Any]) -> Optional[ModelShape]:
+    """The model's dimensions, or None for a config the plan cannot read (then nothing is planned)."""
+    try:
+        return ModelShape.from_config(model_config)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        return None
 
 
 def start_progress(config: TrainerConfig):
@@ -83,13 +143,17 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
         for path in discard_incomplete(checkpoint_dir):
             print(f"kubetune: removed incomplete checkpoint {path.name}", flush=True)
     resume_from: Optional[Path] = newest_complete_checkpoint(checkpoint_dir)
-    callbacks, progress, server = [], None, None
+    callbacks, progress, callback, server = [], None, None, None
     if rank() == 0 and progress_server:
         progress, callback, server = start_progress(config)
         callbacks.append(callback)
     try:
-        config, plan = for_this_world_size(config, resume_from)
-        trainer = build_trainer(config, callbacks)
+        prepared = prepare(config, detect())
+        if progress and callback:
+            progress.update(distributed=prepared.choice)
+            callback.count_flops(prepared.flops_per_token, prepared.peak_flops)
+        config, plan = for_this_world_size(prepared.config, resume_from)
+        trainer = build_trainer(config, callbacks, prepared.reference)
         if plan.universal and resume_from:
             if rank() == 0:
                 started = time.monotonic()

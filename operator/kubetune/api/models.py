@@ -38,6 +38,7 @@ from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_ME
 from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
 from ..contract.pod import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from ..contract.failure import FAILURE_CLASSES, FailureClass
+from ..contract.plan import StrategyChoice
 from ..contract.progress import TrainingNumbers, TrainingPhase
 from ..contract.sources import SOURCE_DESCRIPTION, SOURCE_PATTERN
 from .kube_schemas import kube_type
@@ -191,15 +192,19 @@ class PeftSpec(KubeModel):
 
 class DistributedSpec(KubeModel):
     model_config = cel_rules(
-        {"rule": "self.offload == 'none' || self.strategy != 'ddp'",
-         "message": "offload needs a zero1, zero2, zero3 or fsdp strategy", "fieldPath": ".offload"},
+        {"rule": "self.offload == 'none' || !(self.strategy in ['ddp', 'auto'])",
+         "message": "offload needs a zero1, zero2, zero3 or fsdp strategy (auto picks offload itself)",
+         "fieldPath": ".offload"},
         {"rule": "self.offload != 'all' || self.strategy in ['zero3', 'fsdp']",
          "message": "offloading parameters (offload: all) needs strategy zero3 or fsdp",
          "fieldPath": ".offload"},
     )
 
-    strategy: Literal["ddp", "zero1", "zero2", "zero3", "fsdp"] = Field(
-        "ddp", description="ddp (data parallel), DeepSpeed ZeRO stage 1, 2 or 3, or PyTorch FSDP."
+    strategy: Literal["auto", "ddp", "zero1", "zero2", "zero3", "fsdp"] = Field(
+        "auto", description="auto picks from the resource plan (`kubetune plan`): ddp when everything fits one GPU, "
+                            "else DeepSpeed ZeRO-2, then ZeRO-3, then ZeRO-3 with optimizer and then parameter "
+                            "offload; the choice is in status.distributed. Or ddp (data parallel), DeepSpeed ZeRO "
+                            "stage 1, 2 or 3, or PyTorch FSDP."
     )
     offload: Literal["none", "optimizer", "all"] = Field(
         "none", description="Offload optimizer state, or optimizer state and parameters, to CPU memory."
@@ -644,6 +649,8 @@ class FineTuneJobStatus(StatusModel):
     failure: Optional[FailureStatus] = Field(None, description="Why the job failed.")
     conditions: list[Condition] = Field(default_factory=list, description="metav1.Conditions, positive polarity.")
     progress: Optional[ProgressStatus] = Field(None, description="Training progress, as rank 0 reports it.")
+    distributed: Optional[StrategyChoice] = Field(
+        None, description="The distributed strategy training runs with (what auto picked), and why.")
     workers: Optional[WorkersStatus] = Field(None, description="Worker pods.")
     evaluation: Optional[EvaluationStatus] = Field(None, description="Evaluation results.")
     output: Optional[OutputStatus] = Field(None, description="Where the trained model is.")

@@ -62,8 +62,11 @@ class RewardConfig(Document):
 
 
 class DistributedConfig(Document):
-    strategy: str = "ddp"
+    strategy: str = "ddp"  # auto: each rank picks from the plan (contract.plan) once it knows its GPU
     offload: str = "none"
+    gpu: Optional[str] = None  # the GPU the pods' placement names (contract.gpus), when it does
+    gpu_memory_bytes: Optional[int] = None
+    planned_world_size: Optional[int] = None  # ranks auto plans for (an elastic job's fewest)
 
 
 class ElasticConfig(Document):

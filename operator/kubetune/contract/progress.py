@@ -7,6 +7,7 @@ from typing import Literal, Optional
 from pydantic import ConfigDict, Field
 
 from .document import Document
+from .plan import StrategyChoice
 
 PROGRESS_PATH = "/progress"
 
@@ -21,6 +22,9 @@ class TrainingNumbers(Document):
     learning_rate: Optional[float] = Field(None, description="Learning rate at the last logging step.")
     tokens_per_second: Optional[float] = Field(None, description="Input tokens per second, all ranks.")
     eta_seconds: Optional[float] = Field(None, description="Estimated seconds until training ends.")
+    mfu: Optional[float] = Field(
+        None, description="Model FLOPs utilisation, 0-1: the model's training FLOPs per second (6 per weight per "
+                          "token plus attention) over the GPUs' dense bf16 peak; absent on CPUs and unknown GPUs.")
 
 
 # What rank 0 is doing. A checkpoint save or an evaluation during training may take a while
@@ -36,3 +40,4 @@ class Progress(TrainingNumbers):
     phase: TrainingPhase = "starting"
     progress: Optional[float] = Field(None, description="step / totalSteps.")
     checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved, e.g. checkpoint-50.")
+    distributed: Optional[StrategyChoice] = Field(None, description="The strategy training runs with, and why.")

@@ -47,6 +47,7 @@ from ..api.models import (
 from ..contract.evaluation import EvaluationSummary, verdict
 from ..contract.publish import PublishSummary, PublishTarget
 from ..contract.failure import OUT_OF_MEMORY_HINT, FailureReport
+from ..contract.plan import label
 from ..contract.progress import Progress, TrainingNumbers
 from ..render.sources import output_location
 from .conditions import find, is_true, seconds_since, set_condition, timestamp
@@ -169,6 +170,7 @@ def decide(
         return _after_training(job, state, observed)
     run_policy = job.spec.run_policy
     state.status.progress = _progress(state.status.progress, observed.progress, state)
+    _strategy(state, observed.progress)
     # Pods a scale-down removes are leaving: their exits and restarts are not failures.
     observed = observed.without_pods_from(job.spec.desired_workers())
     state.old_desired = state.status.workers.desired if state.status.workers else 0
@@ -469,6 +471,18 @@ def _progress(old: Optional[ProgressStatus], reported: Optional[Progress], state
     moved = reported.phase != "starting" and (old is None or old.step != progress.step or not old.last_step_time)
     progress.last_step_time = timestamp(state.now) if moved else (old.last_step_time if old else None)
     return progress
+
+
+def _strategy(state: _Next, reported: Optional[Progress]) -> None:
+    """Record the strategy rank 0 trains with; an Event when it is new or changed (a resize may change it)."""
+    chosen = reported.distributed if reported else None
+    if chosen is None or chosen == state.status.distributed:
+        return
+    old = state.status.distributed
+    if old is None or (old.strategy, old.offload) != (chosen.strategy, chosen.offload):
+        state.events.append(Event("Normal", "StrategyChosen", f"training with {label(chosen.strategy, chosen.offload)}:"
+                                                             f" {chosen.reason}"))
+    state.status.distributed = chosen
 
 
 def _first_termination(observed: Observed, matches) -> Optional[tuple[WorkerPod, Termination]]:

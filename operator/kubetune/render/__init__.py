@@ -50,7 +50,9 @@ def render_job(
 ) -> RenderedJob:
     upstream_outputs = upstream_outputs or {}
     output = output_location(job)
-    data = {contract.CONFIG_FILE: trainer_config(job, upstream_outputs).encode(indent=2)}
+    data = {contract.CONFIG_FILE: trainer_config(
+        job, upstream_outputs, settings.node_selector(job.spec.resources.node_selector, job.spec.resources.gpus_per_node)
+    ).encode(indent=2)}
     deepspeed = deepspeed_config(job.spec.distributed)
     if deepspeed:
         data[contract.DEEPSPEED_FILE] = json.dumps(deepspeed, indent=2, sort_keys=True)

@@ -5,7 +5,7 @@ checkpoints, DeepSpeed or FSDP), and every source resolved to where the pod find
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from .. import contract
 from ..api.batch import kept_global_batch
@@ -22,56 +22,24 @@ from ..contract.config import (
     RewardConfig,
     TrainerConfig,
 )
+from ..contract.distributed import AUTO, distributed_training_args
+from ..contract.distributed import deepspeed_config as contract_deepspeed_config
+from ..contract.gpus import gpu_for_pods
 from ..contract.publish import PublishTarget, claim_of
 from ..contract.sources import Location
 from .sources import OutputLocation, ResolvedSource, job_sources, output_location, resolve_source
 
 
 def deepspeed_config(distributed: DistributedSpec) -> dict[str, Any] | None:
-    """A DeepSpeed JSON for the HF integration; "auto" lets the Trainer fill batch sizes."""
-    if not distributed.strategy.startswith("zero"):
-        return None
-    stage = int(distributed.strategy[-1])
-    zero: dict[str, Any] = {
-        "stage": stage,
-        "overlap_comm": True,
-        "contiguous_gradients": True,
-        "reduce_bucket_size": "auto",
-    }
-    if stage == 3:
-        zero.update(
-            {
-                "stage3_prefetch_bucket_size": "auto",
-                "stage3_param_persistence_threshold": "auto",
-                # Consolidated 16-bit weights on save, so the output loads without DeepSpeed.
-                "stage3_gather_16bit_weights_on_model_save": True,
-            }
-        )
-    if distributed.offload in ("optimizer", "all"):
-        zero["offload_optimizer"] = {"device": "cpu", "pin_memory": True}
-    if distributed.offload == "all":
-        zero["offload_param"] = {"device": "cpu", "pin_memory": True}
-    return {
-        "train_micro_batch_size_per_gpu": "auto",
-        "train_batch_size": "auto",
-        "gradient_accumulation_steps": "auto",
-        "gradient_clipping": "auto",
-        "bf16": {"enabled": "auto"},
-        "fp16": {"enabled": "auto"},
-        "zero_optimization": zero,
-    }
+    """The DeepSpeed JSON of a ZeRO strategy the spec names (with auto, the ranks build their own)."""
+    return contract_deepspeed_config(distributed.strategy, distributed.offload)
 
 
 def _distributed_training_args(distributed: DistributedSpec) -> dict[str, Any]:
-    if distributed.strategy.startswith("zero"):
-        return {"deepspeed": f"{contract.CONFIG_DIR}/{contract.DEEPSPEED_FILE}"}
-    if distributed.strategy == "fsdp":
-        options = "full_shard auto_wrap" + (" offload" if distributed.offload != "none" else "")
-        return {
-            "fsdp": options,
-            "fsdp_config": {"use_orig_params": True, "sync_module_states": True, "cpu_ram_efficient_loading": True},
-        }
-    return {}
+    if distributed.strategy == AUTO:
+        return {}
+    return distributed_training_args(distributed.strategy, distributed.offload,
+                                     f"{contract.CONFIG_DIR}/{contract.DEEPSPEED_FILE}")
 
 
 def output_paths(location: OutputLocation) -> OutputPaths:
@@ -112,7 +80,21 @@ def _dataset(spec: DatasetSpec, location: Location) -> DatasetConfig:
     return DatasetConfig(**spec.model_dump(), location=location)
 
 
-def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocation]) -> TrainerConfig:
+def distributed_config(job: FineTuneJob, node_selector: Mapping[str, str]) -> DistributedConfig:
+    """The strategy to train with, and the GPU the pods' node selector or GPU resource names (for
+    `auto`: a rank that cannot tell reads its own device)."""
+    resources = job.spec.resources
+    gpu = gpu_for_pods(node_selector, resources.gpu_resource_name) if resources.gpus_per_node else None
+    # An elastic job plans for its fewest nodes, so a resize never changes the strategy.
+    nodes = resources.elastic.min_nodes if resources.elastic else resources.nodes
+    return DistributedConfig(strategy=job.spec.distributed.strategy, offload=job.spec.distributed.offload,
+                             gpu=gpu.name if gpu else None, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
+                             planned_world_size=nodes * resources.processes)
+
+
+def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocation],
+                   node_selector: Optional[Mapping[str, str]] = None) -> TrainerConfig:
+    """`node_selector`: the worker pods' own, the operator's GPU default included."""
     spec = job.spec
     sources = resolved_sources(job, upstream_outputs)
 
@@ -133,7 +115,7 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         peft=PeftConfig(**spec.peft.model_dump()) if spec.peft else None,
         rewards=[RewardConfig(**reward.model_dump(), location=location(f"spec.rewards[{index}].model"))
                  for index, reward in enumerate(spec.rewards or [])],
-        distributed=DistributedConfig(**spec.distributed.model_dump()),
+        distributed=distributed_config(job, node_selector or {}),
         elastic=ElasticConfig(global_batch_size=kept_global_batch(spec)) if spec.resources.elastic else None,
         evaluation=EvaluationConfig(
             **evaluation.model_dump(exclude={"enabled", "resources", "dataset", "gates", "on_regression"}),

@@ -1,0 +1,111 @@
+"""The fast defaults on a GPU (detection injected), the CPU config unchanged, and what `auto`
+resolves to on a rank."""
+
+import pytest
+from local_pods import rendered_config
+
+from conftest import with_spec
+from kubetune.contract.gpus import gpu_named
+from kubetune.contract.plan import ModelShape
+from model_shapes import LLAMA3_70B, QWEN25_05B
+from trainer_entrypoint.errors import PermanentError
+from trainer_entrypoint.train.defaults import (
+    Hardware,
+    ModelTraits,
+    effective_training,
+    resolve_strategy,
+    with_strategy,
+    workload,
+)
+from trainer_entrypoint.train.trainer import method_defaults
+
+H100 = Hardware(gpus=8, device_name="NVIDIA H100 80GB HBM3", memory_bytes=gpu_named("H100").memory_bytes,
+                bf16=True, tf32=True, flash_attn=True, liger=True)
+EVERYTHING = ModelTraits(flash_attention=True, sdpa=True, liger=True)
+
+
+def config_of(**spec):
+    return rendered_config(with_spec(**spec))[1]
+
+
+def effective(config, hardware=H100, traits=EVERYTHING):
+    return effective_training(config, hardware, traits, method_defaults(config))
+
+
+def test_on_a_gpu_every_default_is_set_and_logged():
+    result = effective(config_of(method="sft", resources={"gpusPerNode": 8}))
+    training = result.training
+    assert training["bf16"] is True and training["tf32"] is True
+    assert training["model_init_kwargs"] == {"attn_implementation": "flash_attention_2"}
+    assert training["packing"] is True and training["packing_strategy"] == "bfd"
+    assert training["use_liger_kernel"] is True
+    assert training["gradient_checkpointing_kwargs"] == {"use_reentrant": False}
+    logged = "\n".join(result.notes)
+    for key in ("bf16", "tf32", "attn_implementation", "packing", "use_liger_kernel", "gradient_checkpointing_kwargs"):
+        assert f"default {key}=" in logged
+    assert len(result.notes) == 6
+
+
+def test_without_flash_attn_sdpa_is_chosen_and_packing_stays_padding_free():
+    hardware = Hardware(**{**H100.__dict__, "flash_attn": False, "liger": False})
+    training = effective(config_of(method="sft"), hardware).training
+    assert training["model_init_kwargs"] == {"attn_implementation": "sdpa"}
+    assert training["packing"] is True
+    assert "use_liger_kernel" not in training
+
+
+def test_a_key_the_user_set_wins():
+    config = config_of(method="sft", model={"source": "builtin://tiny", "attnImplementation": "eager"},
+                       training={"bf16": False, "tf32": False, "packing": False, "use_liger_kernel": False,
+                                 "gradient_checkpointing_kwargs": {"use_reentrant": True}})
+    training = effective(config).training
+    assert training["bf16"] is False and training["tf32"] is False and training["packing"] is False
+    assert training["use_liger_kernel"] is False
+    assert training["gradient_checkpointing_kwargs"] == {"use_reentrant": True}
+    assert "model_init_kwargs" not in training  # spec.model.attnImplementation reaches the model as it is
+
+
+def test_packing_is_for_sft_only_and_reentrancy_only_with_checkpointing():
+    training = effective(config_of(method="dpo", training={"gradient_checkpointing": False})).training
+    assert "packing" not in training and "gradient_checkpointing_kwargs" not in training
+
+
+def test_on_a_cpu_the_config_is_what_it_was():
+    config = config_of(method="sft", training={"max_steps": 3})
+    training = effective(config, Hardware(), ModelTraits()).training
+    assert training == {**config.training, "include_num_input_tokens_seen": True, "use_cpu": True, "bf16": False,
+                        "fp16": False, "dataloader_pin_memory": False}
+
+
+def test_auto_on_a_cpu_is_ddp_and_a_named_strategy_is_kept():
+    assert resolve_strategy(config_of(), Hardware(), None, None).strategy == "ddp"
+    named = resolve_strategy(config_of(distributed={"strategy": "zero3", "offload": "all"}), H100, None, None)
+    assert (named.strategy, named.offload) == ("zero3", "all")
+
+
+def plan_inputs(config, model):
+    shape = ModelShape.from_config(model)
+    training = effective(config).training
+    return shape, workload(config, shape, training, method_defaults(config), 8)
+
+
+def test_auto_on_gpus_picks_from_the_plan_and_builds_the_deepspeed_config():
+    small = config_of(resources={"gpusPerNode": 8})
+    choice = resolve_strategy(small, H100, *plan_inputs(small, QWEN25_05B))
+    assert choice.strategy == "ddp" and "GiB per GPU" in choice.reason
+    big = config_of(resources={"gpusPerNode": 8})
+    choice = resolve_strategy(big, H100, *plan_inputs(big, LLAMA3_70B))
+    assert choice.strategy == "zero3" and choice.offload != "none"
+    deepspeed = with_strategy({}, choice)["deepspeed"]
+    assert deepspeed["zero_optimization"]["stage"] == 3 and "offload_optimizer" in deepspeed["zero_optimization"]
+
+
+def test_a_job_that_cannot_fit_is_a_configuration_error_with_the_numbers():
+    config = config_of(resources={"gpusPerNode": 1}, training={"per_device_train_batch_size": 64, "max_length": 8192,
+                                                                 "gradient_checkpointing": False})
+    shape = ModelShape.from_config(LLAMA3_70B)
+    work = workload(config, shape, effective(config).training, method_defaults(config), 1)
+    small_gpu = Hardware(**{**H100.__dict__, "memory_bytes": gpu_named("A100-40").memory_bytes})
+    with pytest.raises(PermanentError, match=r"spec.distributed.strategy: auto: .*70.55B.*zero3 \+ all offload "
+                                             r"would need [0-9.]+ GiB"):
+        resolve_strategy(config, small_gpu, shape, work)

@@ -1,0 +1,183 @@
+"""The fast defaults: what a rank sets on a GPU unless the user set the key, and the strategy
+`auto` resolves to. The machine comes in as a Hardware value (detect() reads the real one), so
+tests can hand in any GPU.
+
+On a CPU nothing changes from the plain TRL config but what a CPU run needs (use_cpu).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from kubetune.contract.config import TrainerConfig
+from kubetune.contract.distributed import AUTO, distributed_training_args
+from kubetune.contract.gpus import Gpu, gpu_named
+from kubetune.contract.plan import DoesNotFit, ModelShape, StrategyChoice, Workload, choose
+
+from ..errors import PermanentError
+
+FLASH_ATTENTION = "flash_attention_2"
+SDPA = "sdpa"
+# Attention implementations that keep packed samples apart by their position_ids.
+PADDING_FREE_ATTENTION = (FLASH_ATTENTION, SDPA)
+QLORA_WEIGHT_BYTES = 0.5625  # 4-bit weights plus double-quantised scales
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """The machine a rank trains on."""
+
+    gpus: int = 0  # visible CUDA devices
+    device_name: Optional[str] = None
+    memory_bytes: Optional[int] = None
+    bf16: bool = False
+    tf32: bool = False  # Ampere or newer
+    flash_attn: bool = False  # the flash-attn package is installed
+    liger: bool = False  # the liger-kernel package is installed
+
+    @property
+    def gpu(self) -> Optional[Gpu]:
+        """The plan's row for this device, when the table knows it."""
+        return gpu_named(self.device_name) if self.device_name else None
+
+
+@dataclass(frozen=True)
+class ModelTraits:
+    """What the model's transformers class (and Liger) support."""
+
+    flash_attention: bool = False
+    sdpa: bool = False
+    liger: bool = False
+
+
+@dataclass
+class Effective:
+    """The TRL config keys to train with, and one note per default chosen."""
+
+    training: dict[str, Any]
+    notes: list[str] = field(default_factory=list)
+
+    def default(self, key: str, value: Any, why: str, off: str) -> None:
+        self.training[key] = value
+        self.notes.append(f"default {key}={value!r}: {why} (to turn it off: {off})")
+
+
+def detect() -> Hardware:
+    import torch
+
+    if not torch.cuda.is_available():
+        return Hardware()
+    properties = torch.cuda.get_device_properties(0)
+    return Hardware(gpus=torch.cuda.device_count(), device_name=properties.name,
+                    memory_bytes=properties.total_memory, bf16=torch.cuda.is_bf16_supported(),
+                    tf32=properties.major >= 8, flash_attn=importlib.util.find_spec("flash_attn") is not None,
+                    liger=importlib.util.find_spec("liger_kernel") is not None)
+
+
+def model_traits(model_config: dict[str, Any], hardware: Hardware) -> ModelTraits:
+    """Looked up in the installed transformers (and liger-kernel, when it is installed)."""
+    import transformers
+
+    classes = [getattr(transformers, name, None) for name in model_config.get("architectures") or []]
+    model_class = next((c for c in classes if c is not None), None)
+    liger = False
+    if hardware.liger:
+        from liger_kernel.transformers.monkey_patch import MODEL_TYPE_TO_APPLY_LIGER_FN
+
+        liger = model_config.get("model_type") in MODEL_TYPE_TO_APPLY_LIGER_FN
+    return ModelTraits(flash_attention=bool(getattr(model_class, "_supports_flash_attn", False)),
+                       sdpa=bool(getattr(model_class, "_supports_sdpa", False)), liger=liger)
+
+
+def effective_training(config: TrainerConfig, hardware: Hardware, traits: ModelTraits,
+                       method_defaults: dict[str, Any]) -> Effective:
+    """The config's TRL keys with the machine's defaults added; a key the user set wins.
+
+    `method_defaults`: the method's TRL config defaults (gradient_checkpointing, ...)."""
+    training = dict(config.training)
+    effective = Effective(training)
+    training["include_num_input_tokens_seen"] = training.get("include_num_input_tokens_seen", True)  # tokens/s
+    if not hardware.gpus:
+        # Without use_cpu a multi-process CPU run silently trains each rank alone.
+        training.update(use_cpu=True)
+        for key, value in {"bf16": False, "fp16": False, "dataloader_pin_memory": False}.items():
+            training.setdefault(key, value)
+        return effective
+    _gpu_defaults(config, effective, hardware, traits, method_defaults)
+    return effective
+
+
+def _gpu_defaults(config: TrainerConfig, effective: Effective, hardware: Hardware, traits: ModelTraits,
+                  method_defaults: dict[str, Any]) -> None:
+    user = config.training
+    if hardware.bf16 and "bf16" not in user and not user.get("fp16"):
+        effective.default("bf16", True, f"{hardware.device_name} supports bf16", "spec.training.bf16: false")
+    if hardware.tf32 and "tf32" not in user:
+        effective.default("tf32", True, "TF32 matmuls on Ampere or newer", "spec.training.tf32: false")
+    init = dict(user.get("model_init_kwargs") or {})
+    attention = config.model.attn_implementation or init.get("attn_implementation")
+    if attention is None:
+        attention = FLASH_ATTENTION if hardware.flash_attn and traits.flash_attention else SDPA if traits.sdpa else None
+        if attention:
+            why = "flash-attn is installed and the model supports it" if attention == FLASH_ATTENTION else (
+                "the model supports PyTorch SDPA" + ("" if hardware.flash_attn else "; flash-attn is not installed"))
+            effective.notes.append(f"default attn_implementation={attention!r}: {why} "
+                                   f"(to choose another: spec.model.attnImplementation)")
+            effective.training["model_init_kwargs"] = {**init, "attn_implementation": attention}
+    if (config.method == "sft" and attention in PADDING_FREE_ATTENTION
+            and not {"packing", "padding_free"} & set(user)):
+        effective.training["packing_strategy"] = user.get("packing_strategy", "bfd")
+        effective.default("packing", True, f"padding-free BFD packing ({attention} keeps packed samples apart)",
+                          "spec.training.packing: false")
+    if hardware.liger and traits.liger and "use_liger_kernel" not in user:
+        effective.default("use_liger_kernel", True, "liger-kernel is installed and supports this architecture",
+                          "spec.training.use_liger_kernel: false")
+    checkpointing = user.get("gradient_checkpointing", method_defaults.get("gradient_checkpointing", False))
+    if checkpointing and "gradient_checkpointing_kwargs" not in user:
+        effective.default("gradient_checkpointing_kwargs", {"use_reentrant": False},
+                          "non-reentrant checkpointing, as the PyTorch and transformers docs advise",
+                          "spec.training.gradient_checkpointing_kwargs")
+
+
+def workload(config: TrainerConfig, shape: ModelShape, training: dict[str, Any], method_defaults: dict[str, Any],
+             world_size: int) -> Workload:
+    """What the job asks of each GPU, from the effective TRL keys."""
+    def value(key: str) -> Any:
+        return training.get(key, method_defaults.get(key))
+
+    sequence = value("max_length") or (value("max_prompt_length") or 512) + (value("max_completion_length") or 256)
+    peft = config.peft
+    attention = (training.get("model_init_kwargs") or {}).get("attn_implementation")
+    return Workload(micro_batch=int(value("per_device_train_batch_size") or 8), sequence=int(sequence),
+                    gpus=world_size, gradient_checkpointing=bool(value("gradient_checkpointing")),
+                    trainable=shape.lora_parameters(peft.r) if peft else None,
+                    frozen_weight_bytes=QLORA_WEIGHT_BYTES if peft and peft.method == "qlora" else 2.0,
+                    eager_attention=attention == "eager")
+
+
+def resolve_strategy(config: TrainerConfig, hardware: Hardware, shape: Optional[ModelShape], work: Optional[Workload]
+                     ) -> StrategyChoice:
+    """The strategy to train with: the spec's, or for auto the first the plan says fits."""
+    distributed = config.distributed
+    if distributed.strategy != AUTO:
+        return StrategyChoice(strategy=distributed.strategy, offload=distributed.offload,
+                              reason="spec.distributed.strategy names it")
+    if not hardware.gpus:
+        return StrategyChoice(strategy="ddp", reason="no GPUs: data parallel across CPU processes")
+    memory = distributed.gpu_memory_bytes or hardware.memory_bytes
+    if shape is None or work is None or not memory:
+        return StrategyChoice(strategy="zero3", reason="the model's config has no decoder dimensions to plan "
+                                                      "with; zero3 shards the most")
+    try:
+        return choose(shape, work, memory)
+    except DoesNotFit as error:
+        raise PermanentError(f"spec.distributed.strategy: auto: {error}") from None
+
+
+def with_strategy(training: dict[str, Any], choice: StrategyChoice) -> dict[str, Any]:
+    """The TRL keys with what the chosen strategy needs (a DeepSpeed config as a dict)."""
+    if "deepspeed" in training or "fsdp" in training:
+        return training  # rendered for a strategy the spec names
+    return {**training, **distributed_training_args(choice.strategy, choice.offload)}
