@@ -6,7 +6,7 @@ from local_pods import rendered_config
 
 from conftest import with_spec
 from kubetune.contract.gpus import gpu_named
-from kubetune.contract.plan import ModelShape
+from kubetune.contract.plan import ModelShape, workload_for
 from model_shapes import LLAMA3_70B, QWEN25_05B
 from trainer_entrypoint.errors import PermanentError
 from trainer_entrypoint.train.defaults import (
@@ -15,7 +15,6 @@ from trainer_entrypoint.train.defaults import (
     effective_training,
     resolve_strategy,
     with_strategy,
-    workload,
 )
 from trainer_entrypoint.train.trainer import method_defaults
 
@@ -86,7 +85,7 @@ def test_auto_on_a_cpu_is_ddp_and_a_named_strategy_is_kept():
 def plan_inputs(config, model):
     shape = ModelShape.from_config(model)
     training = effective(config).training
-    return shape, workload(config, shape, training, method_defaults(config), 8)
+    return shape, workload_for(shape, training, 8, defaults=method_defaults(config))
 
 
 def test_auto_on_gpus_picks_from_the_plan_and_builds_the_deepspeed_config():
@@ -104,7 +103,7 @@ def test_a_job_that_cannot_fit_is_a_configuration_error_with_the_numbers():
     config = config_of(resources={"gpusPerNode": 1}, training={"per_device_train_batch_size": 64, "max_length": 8192,
                                                                  "gradient_checkpointing": False})
     shape = ModelShape.from_config(LLAMA3_70B)
-    work = workload(config, shape, effective(config).training, method_defaults(config), 1)
+    work = workload_for(shape, effective(config).training, 1, defaults=method_defaults(config))
     small_gpu = Hardware(**{**H100.__dict__, "memory_bytes": gpu_named("A100-40").memory_bytes})
     with pytest.raises(PermanentError, match=r"spec.distributed.strategy: auto: .*70.55B.*zero3 \+ all offload "
                                              r"would need [0-9.]+ GiB"):

@@ -46,7 +46,8 @@ def test_model_states_agree_with_deepspeeds_estimators_within_5_percent(name, gp
                           num_gpus_per_node=8, num_nodes=gpus // 8)
     zero3 = deepspeed_gib(estimate_zero3_model_states_mem_needs_all_cold, capsys, total_params=shape.parameters,
                           largest_layer_params=shape.largest_module, num_gpus_per_node=8, num_nodes=gpus // 8)
-    theirs = {("zero2", "none"): zero2["offload_optimizer=none"], ("zero2", "optimizer"): zero2["offload_optimizer=cpu"],
+    theirs = {("zero2", "none"): zero2["offload_optimizer=none"],
+              ("zero2", "optimizer"): zero2["offload_optimizer=cpu"],
               ("zero3", "none"): zero3["offload_param=none,offload_optimizer=none,zero_init=1"],
               ("zero3", "optimizer"): zero3["offload_param=none,offload_optimizer=cpu,zero_init=1"],
               ("zero3", "all"): zero3["offload_param=cpu,offload_optimizer=cpu,zero_init=1"]}

@@ -35,3 +35,13 @@ def test_the_batch_defaults_the_elastic_batch_split_assumes_are_trls():
     for method in METHODS.values():
         defaults = {f.name: f.default for f in dataclasses.fields(getattr(trl, method.config_class))}
         assert {key: defaults[key] for key in TRL_BATCH_DEFAULTS} == TRL_BATCH_DEFAULTS, method.name
+
+
+def test_the_defaults_a_plan_assumes_are_trls():
+    from kubetune.contract.plan import TRL_PLAN_DEFAULTS
+
+    for method in METHODS.values():
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(trl, method.config_class))}
+        assert all(defaults[key] == value for key, value in TRL_PLAN_DEFAULTS.items() if key in defaults), method.name
+        assert defaults["gradient_checkpointing"] is True and defaults["per_device_train_batch_size"] == 8
+        assert defaults.get("max_length", 1024) == 1024 or method.name in ("grpo", "rloo")

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kubetune import contract
+from kubetune.contract.builtin import TINY_MODEL, TINY_SPLITS, TINY_VOCAB
 from kubetune.contract.formats import FORMAT_NAMES
 from kubetune.contract.methods import METHODS
 
@@ -24,7 +25,7 @@ CHAT_TEMPLATE = (
     "{% for message in messages %}<|{{ message['role'] }}|>{{ message['content'] }}<|end|>{% endfor %}"
     "{% if add_generation_prompt %}<|assistant|>{% endif %}"
 )
-SPLITS = {"train": 256, "test": 32}
+SPLITS = TINY_SPLITS
 
 
 def builtin_root() -> Path:
@@ -125,20 +126,16 @@ def _build(root: Path) -> None:
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     tokenizer.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=512, special_tokens=SPECIAL_TOKENS,
+    trainer = trainers.BpeTrainer(vocab_size=TINY_VOCAB, special_tokens=SPECIAL_TOKENS,
                                   initial_alphabet=pre_tokenizers.ByteLevel.alphabet())
     tokenizer.train_from_iterator(texts + ["Question: Answer:"], trainer)
     fast = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|end|>", pad_token="<|pad|>",
                                    chat_template=CHAT_TEMPLATE, model_max_length=512)
     model_dir = root / "model"
     fast.save_pretrained(model_dir)
-    config = LlamaConfig(
-        vocab_size=len(fast), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-        num_attention_heads=2, num_key_value_heads=1,  # head_dim 32: vLLM's CPU attention needs >= 32
-        max_position_embeddings=512,
-        pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id, bos_token_id=None,
-        tie_word_embeddings=True,
-    )
+    dimensions = {key: value for key, value in TINY_MODEL.items() if key not in ("model_type", "architectures")}
+    config = LlamaConfig(vocab_size=len(fast), pad_token_id=fast.pad_token_id, eos_token_id=fast.eos_token_id,
+                         bos_token_id=None, **dimensions)
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)
     model.generation_config.eos_token_id = fast.eos_token_id

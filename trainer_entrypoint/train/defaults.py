@@ -22,7 +22,6 @@ FLASH_ATTENTION = "flash_attention_2"
 SDPA = "sdpa"
 # Attention implementations that keep packed samples apart by their position_ids.
 PADDING_FREE_ATTENTION = (FLASH_ATTENTION, SDPA)
-QLORA_WEIGHT_BYTES = 0.5625  # 4-bit weights plus double-quantised scales
 
 
 @dataclass(frozen=True)
@@ -139,22 +138,6 @@ def _gpu_defaults(config: TrainerConfig, effective: Effective, hardware: Hardwar
         effective.default("gradient_checkpointing_kwargs", {"use_reentrant": False},
                           "non-reentrant checkpointing, as the PyTorch and transformers docs advise",
                           "spec.training.gradient_checkpointing_kwargs")
-
-
-def workload(config: TrainerConfig, shape: ModelShape, training: dict[str, Any], method_defaults: dict[str, Any],
-             world_size: int) -> Workload:
-    """What the job asks of each GPU, from the effective TRL keys."""
-    def value(key: str) -> Any:
-        return training.get(key, method_defaults.get(key))
-
-    sequence = value("max_length") or (value("max_prompt_length") or 512) + (value("max_completion_length") or 256)
-    peft = config.peft
-    attention = (training.get("model_init_kwargs") or {}).get("attn_implementation")
-    return Workload(micro_batch=int(value("per_device_train_batch_size") or 8), sequence=int(sequence),
-                    gpus=world_size, gradient_checkpointing=bool(value("gradient_checkpointing")),
-                    trainable=shape.lora_parameters(peft.r) if peft else None,
-                    frozen_weight_bytes=QLORA_WEIGHT_BYTES if peft and peft.method == "qlora" else 2.0,
-                    eager_attention=attention == "eager")
 
 
 def resolve_strategy(config: TrainerConfig, hardware: Hardware, shape: Optional[ModelShape], work: Optional[Workload]

@@ -15,7 +15,7 @@ from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
 
-from kubetune.contract.plan import ModelShape, StrategyChoice
+from kubetune.contract.plan import ModelShape, StrategyChoice, workload_for
 
 from ..card import write_card
 from ..sources import model_reference
@@ -29,7 +29,6 @@ from .defaults import (
     model_traits,
     resolve_strategy,
     with_strategy,
-    workload,
 )
 from .resize import ResumePlan, convert_to_universal, plan_resume
 
@@ -77,8 +76,9 @@ def prepare(config: TrainerConfig, hardware: Hardware) -> Prepared:
     defaults = method_defaults(config)
     effective = effective_training(config, hardware, traits, defaults)
     shape = shape_of(model_config)
-    work = workload(config, shape, effective.training, defaults,
-                    config.distributed.planned_world_size or world_size()) if shape else None
+    peft = config.peft
+    work = workload_for(shape, effective.training, config.distributed.planned_world_size or world_size(),
+                        peft.r if peft else None, bool(peft and peft.method == "qlora"), defaults) if shape else None
     choice = resolve_strategy(config, hardware, shape, work)
     if rank() == 0:
         for note in [*effective.notes, f"distributed: {choice.strategy}, offload {choice.offload}: {choice.reason}"]:

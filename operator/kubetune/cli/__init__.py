@@ -13,6 +13,7 @@ import yaml
 from ..api.crd import render_crd_yaml
 from ..api.models import FineTuneJob
 from ..api.validation import InvalidJob, Problem, parse_job
+from ..contract.gpus import GPU_NAMES
 from ..render import RenderSettings, output_location, render_job
 from ..yamlio import UnreadableYAML, dump_all, load_all
 
@@ -67,9 +68,14 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True)
 def validate(files: tuple[str, ...]) -> None:
     """Check FineTuneJob files; print FILE: FIELD: REASON for every problem."""
+    from .plan import refusal
+
     failed = False
     for path in files:
         for loaded in load_jobs(path):
+            if loaded.job and (why := refusal(loaded.job)):
+                loaded.problems.append(Problem("spec.distributed.strategy", why))
+                loaded.job = None
             _report(loaded)
             failed = failed or bool(loaded.problems)
             if loaded.job:
@@ -237,6 +243,52 @@ def scale(run_dir: str, nodes: int) -> None:
     _with_nodes(running, nodes, run_dir, old=running)
     (folder / NODES_FILE).write_text(str(nodes))
     click.echo(f"{running.metadata.name}: scaling from {running.spec.resources.nodes} to {nodes} nodes")
+
+
+@main.command()
+@click.argument("file")
+@click.option("--job", "job_name", default=None, help="Which job of a file with several.")
+@click.option("--gpu", "gpu_name", type=click.Choice(GPU_NAMES, case_sensitive=False), default=None,
+              help="Plan for this GPU (default: what the job's node selector or GPU resource names).")
+@click.option("--gpu-memory", type=click.FloatRange(min=1), default=None, help="GPU memory in GiB (overrides --gpu's).")
+@click.option("--gpu-tflops", type=click.FloatRange(min=1), default=None, help="Dense bf16 peak TFLOP/s per GPU.")
+@click.option("--model-config", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="The model's config.json, when its source cannot be read from here.")
+@click.option("--pvc", "claims", multiple=True, metavar="CLAIM=DIR", help="Where a pvc:// claim is mounted here.")
+@click.option("--output", "-o", type=click.Choice(["text", "json"]), default="text", show_default=True)
+def plan(file: str, job_name: Optional[str], gpu_name: Optional[str], gpu_memory: Optional[float],
+         gpu_tflops: Optional[float], model_config: Optional[str], claims: tuple[str, ...], output: str) -> None:
+    """Print a job's resource plan: parameters, per-GPU memory of each strategy, what
+    `distributed.strategy: auto` picks and why, and the batch in sequences and tokens.
+
+    Needs no cluster and reads no weights. Exit code 0: planned; 1: auto cannot fit the job;
+    2: invalid input or a model config that cannot be read.
+    """
+    import json
+
+    from ..contract.gpus import gpu_named
+    from .plan import Unreadable, chosen_gpu, model_config as read_model_config, plan_job, render_text
+
+    loaded = list(load_jobs(file))
+    for item in loaded:
+        _report(item)
+    if any(item.problems for item in loaded):
+        sys.exit(2)
+    job = _pick([item.job for item in loaded if item.job], job_name, file)
+    mounts = dict(claim.partition("=")[::2] for claim in claims)
+    try:
+        config = (json.loads(Path(model_config).read_text()) if model_config
+                  else read_model_config(job.spec.model.source, job.spec.model.revision, mounts))
+        result = plan_job(job, config, chosen_gpu(job, gpu_named(gpu_name) if gpu_name else None, gpu_memory,
+                                                  gpu_tflops))
+    except Unreadable as error:
+        click.echo(f"{file}: spec.model.source: {error.why}", err=True)
+        sys.exit(2)
+    except (ValueError, KeyError, TypeError) as error:
+        click.echo(f"{file}: the model's config has no decoder dimensions to plan with ({error!r})", err=True)
+        sys.exit(2)
+    click.echo(result.encode(indent=2) if output == "json" else render_text(result))
+    sys.exit(1 if result.refused else 0)
 
 
 @main.command()

@@ -146,6 +146,30 @@ class Workload:
     eager_attention: bool = False  # the attention matrix is materialised
 
 
+# The TRL config defaults a plan reads, as every method's config has them (a test checks them
+# against the installed TRL); a rank passes the installed TRL's own instead.
+TRL_PLAN_DEFAULTS: dict[str, Any] = {"per_device_train_batch_size": 8, "max_length": 1024,
+                                     "gradient_checkpointing": True, "max_completion_length": 512}
+ASSUMED_PROMPT_TOKENS = 512  # GRPO and RLOO bound only the completion
+QLORA_WEIGHT_BYTES = 0.5625  # 4-bit weights plus double-quantised scales
+
+
+def workload_for(shape: ModelShape, training: dict[str, Any], gpus: int, lora_rank: Optional[int] = None,
+                 qlora: bool = False, defaults: Optional[dict[str, Any]] = None) -> Workload:
+    """What a job asks of each GPU, from its TRL keys (`defaults` for those it leaves out)."""
+    defaults = TRL_PLAN_DEFAULTS if defaults is None else defaults
+
+    def value(key: str) -> Any:
+        return training[key] if training.get(key) is not None else defaults.get(key)
+
+    sequence = value("max_length") or ASSUMED_PROMPT_TOKENS + int(value("max_completion_length") or 256)
+    attention = (training.get("model_init_kwargs") or {}).get("attn_implementation")
+    return Workload(micro_batch=int(value("per_device_train_batch_size") or 8), sequence=int(sequence), gpus=gpus,
+                    gradient_checkpointing=bool(value("gradient_checkpointing")),
+                    trainable=shape.lora_parameters(lora_rank) if lora_rank else None,
+                    frozen_weight_bytes=QLORA_WEIGHT_BYTES if qlora else 2.0, eager_attention=attention == "eager")
+
+
 class StrategyMemory(Document):
     """Bytes per GPU under one strategy."""
 

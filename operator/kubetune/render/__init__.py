@@ -50,9 +50,9 @@ def render_job(
 ) -> RenderedJob:
     upstream_outputs = upstream_outputs or {}
     output = output_location(job)
-    data = {contract.CONFIG_FILE: trainer_config(
-        job, upstream_outputs, settings.node_selector(job.spec.resources.node_selector, job.spec.resources.gpus_per_node)
-    ).encode(indent=2)}
+    resources = job.spec.resources
+    node_selector = settings.node_selector(resources.node_selector, resources.gpus_per_node)
+    data = {contract.CONFIG_FILE: trainer_config(job, upstream_outputs, node_selector).encode(indent=2)}
     deepspeed = deepspeed_config(job.spec.distributed)
     if deepspeed:
         data[contract.DEEPSPEED_FILE] = json.dumps(deepspeed, indent=2, sort_keys=True)

@@ -1,0 +1,247 @@
+"""`kubetune plan`: the resource plan of a job, without a cluster. The model's size comes from
+its config.json (no weights are read); the numbers are contract.plan's, the same a training
+rank uses when its job says `distributed.strategy: auto`."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Mapping, Optional
+
+from pydantic import Field
+
+from ..api.batch import global_batch_at
+from ..api.models import FineTuneJob
+from ..contract.builtin import TINY_MODEL, TINY_SPLITS, TINY_VOCAB
+from ..contract.document import Document
+from ..contract.gpus import GIB, MIB, Gpu, gpu_for_pods
+from ..contract.plan import (
+    PLANNED,
+    DoesNotFit,
+    ModelShape,
+    StrategyChoice,
+    StrategyMemory,
+    choose,
+    gib,
+    label,
+    strategy_memory,
+    usable_bytes,
+    workload_for,
+)
+from ..contract.sources import PATH, split_source
+
+
+class ModelSummary(Document):
+    source: str
+    parameters: int
+    trainable: int
+    layers: int
+    hidden: int
+    vocab: int
+
+
+class GpuSummary(Document):
+    name: str
+    memory_bytes: int
+    usable_bytes: int
+    bf16_tflops: Optional[float] = None
+    ranks: int
+
+
+class BatchSummary(Document):
+    per_device: int
+    gradient_accumulation_steps: int
+    global_batch: int
+    max_length: int
+    tokens_per_step: int
+    rows: Optional[int] = None
+    steps_per_epoch: Optional[int] = None
+
+
+class JobPlan(Document):
+    """What `kubetune plan --output json` prints."""
+
+    job: str
+    ranks: int
+    model: ModelSummary
+    gpu: Optional[GpuSummary] = None
+    batch: BatchSummary
+    strategies: list[StrategyMemory] = Field(default_factory=list)
+    auto: Optional[StrategyChoice] = None
+    refused: Optional[str] = None  # why auto cannot fit the job
+    flops_per_token: float
+
+
+@dataclass
+class Unreadable(Exception):
+    """The model's config cannot be read from here; `why` says what to pass instead."""
+
+    why: str
+
+
+def model_config(source: str, revision: Optional[str], claims: Mapping[str, str]) -> dict[str, Any]:
+    """The config.json of a model source, read where this machine can: builtin, a local folder,
+    a pvc:// folder mounted here (--pvc), or the hub when it is reachable."""
+    scheme, rest = split_source(source)
+    if scheme == "builtin":
+        return {**TINY_MODEL, "vocab_size": TINY_VOCAB}
+    if scheme == PATH:
+        return _read_config(Path(rest), source)
+    if scheme == "pvc":
+        claim, _, sub_path = rest.partition("/")
+        if claim not in claims:
+            raise Unreadable(f"{source}: say where claim {claim} is mounted here with --pvc {claim}=DIR, "
+                             f"or pass --model-config")
+        return _read_config(Path(claims[claim]) / sub_path, source)
+    if scheme == "hf":
+        return _hub_config(rest, revision, source)
+    raise Unreadable(f"{source}: a {scheme}:// model is not read by plan; pass its config.json with --model-config")
+
+
+def _read_config(folder: Path, source: str) -> dict[str, Any]:
+    path = folder / "config.json"
+    try:
+        return json.loads(path.read_text())
+    except OSError as error:
+        raise Unreadable(f"{source}: cannot read {path}: {error.strerror or error}") from None
+    except ValueError as error:
+        raise Unreadable(f"{source}: {path} is not JSON: {error}") from None
+
+
+def _hub_config(repo: str, revision: Optional[str], source: str) -> dict[str, Any]:
+    try:
+        from huggingface_hub import hf_hub_download
+    except ImportError:
+        raise Unreadable(f"{source}: huggingface_hub is not installed here; pass --model-config") from None
+    try:
+        return json.loads(Path(hf_hub_download(repo, "config.json", revision=revision)).read_text())
+    except Exception as error:  # offline, gated, missing: all say the same to the user
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise Unreadable(f"{source}: the hub is not reachable from here or refused ({first}); pass its "
+                         f"config.json with --model-config") from None
+
+
+def dataset_rows(job: FineTuneJob) -> Optional[int]:
+    """Rows of the training split when the data is local and counts cheaply (builtin, JSON lines)."""
+    dataset = job.spec.dataset
+    scheme, rest = split_source(dataset.source)
+    rows: Optional[int] = None
+    if scheme == "builtin":
+        rows = TINY_SPLITS.get(dataset.split)
+    elif scheme == PATH and Path(rest).is_dir():
+        files = sorted(Path(rest).glob(f"{dataset.split}*.jsonl")) or sorted(Path(rest).glob("*.jsonl"))
+        rows = sum(sum(1 for line in f.open() if line.strip()) for f in files) if files else None
+    if rows is not None and dataset.max_samples:
+        rows = min(rows, dataset.max_samples)
+    return rows
+
+
+def plan_job(job: FineTuneJob, config: dict[str, Any], gpu: Optional[Gpu]) -> JobPlan:
+    spec, resources = job.spec, job.spec.resources
+    shape = ModelShape.from_config(config)
+    ranks = resources.nodes * resources.processes
+    # An elastic job plans for its fewest nodes, as its ranks do.
+    planned_ranks = (resources.elastic.min_nodes * resources.processes) if resources.elastic else ranks
+    peft = spec.peft
+    work = workload_for(shape, spec.training, planned_ranks, peft.r if peft else None,
+                        bool(peft and peft.method == "qlora"))
+    memory = gpu.memory_bytes if gpu else None
+    strategies = [strategy_memory(shape, work, strategy, offload, memory) for strategy, offload in PLANNED]
+    auto, refused = None, None
+    if resources.gpus_per_node == 0 and (spec.distributed.strategy == "auto"):
+        auto = StrategyChoice(strategy="ddp", reason="no GPUs: data parallel across CPU processes")
+    elif memory:
+        try:
+            auto = choose(shape, work, memory)
+        except DoesNotFit as error:
+            refused = str(error)
+    global_batch = global_batch_at(spec, resources.nodes)
+    rows = dataset_rows(job)
+    return JobPlan(
+        job=job.metadata.name,
+        ranks=ranks,
+        model=ModelSummary(source=spec.model.source, parameters=shape.parameters,
+                           trainable=work.trainable or shape.parameters, layers=shape.layers, hidden=shape.hidden,
+                           vocab=shape.vocab),
+        gpu=GpuSummary(name=gpu.name, memory_bytes=gpu.memory_bytes, usable_bytes=usable_bytes(gpu.memory_bytes),
+                       bf16_tflops=gpu.bf16_tflops, ranks=ranks) if gpu else None,
+        batch=BatchSummary(per_device=work.micro_batch,
+                           gradient_accumulation_steps=global_batch // (work.micro_batch * ranks) or 1,
+                           global_batch=global_batch, max_length=work.sequence,
+                           tokens_per_step=global_batch * work.sequence, rows=rows,
+                           steps_per_epoch=-(-rows // global_batch) if rows else None),
+        strategies=strategies, auto=auto, refused=refused, flops_per_token=shape.flops_per_token(work.sequence),
+    )
+
+
+def chosen_gpu(job: FineTuneJob, table_gpu: Optional[Gpu], memory_gib: Optional[float],
+               tflops: Optional[float]) -> Optional[Gpu]:
+    """--gpu (with --gpu-memory / --gpu-tflops over it), else what the job's pods say they get."""
+    resources = job.spec.resources
+    gpu = table_gpu or gpu_for_pods(resources.node_selector, resources.gpu_resource_name)
+    if memory_gib is None and tflops is None:
+        return gpu
+    return Gpu(name=gpu.name if gpu else "GPU",
+               memory_bytes=int(memory_gib * GIB) if memory_gib else (gpu.memory_bytes if gpu else 0),
+               bf16_tflops=tflops if tflops else (gpu.bf16_tflops if gpu else None), pattern="")
+
+
+def _count(parameters: int) -> str:
+    return f"{parameters / 1e9:.2f}B" if parameters >= 1e9 else f"{parameters / 1e6:.2f}M"
+
+
+def render_text(plan: JobPlan) -> str:
+    model, batch = plan.model, plan.batch
+    lines = [f"{plan.job}: {model.source}, {_count(model.parameters)} parameters "
+             f"({model.layers} layers, hidden {model.hidden}, vocabulary {model.vocab})"
+             + (f"; {_count(model.trainable)} trained (LoRA)" if model.trainable != model.parameters else "")]
+    if plan.gpu:
+        tflops = f", {plan.gpu.bf16_tflops:g} TFLOP/s bf16" if plan.gpu.bf16_tflops else ""
+        lines.append(f"GPU: {plan.gpu.name}, {gib(plan.gpu.memory_bytes)} ({gib(plan.gpu.usable_bytes)} usable"
+                     f"{tflops}) x {plan.gpu.ranks} ranks")
+    lines.append(f"batch: {batch.per_device} per device x {batch.gradient_accumulation_steps} accumulation steps x "
+                 f"{plan.ranks} ranks = "
+                 f"{batch.global_batch} sequences, {batch.tokens_per_step:,} tokens per optimizer step at "
+                 f"max_length {batch.max_length}")
+    if batch.steps_per_epoch:
+        lines.append(f"steps per epoch: {batch.steps_per_epoch} ({batch.rows} rows; fewer with packing)")
+    lines.append(f"model FLOPs per token: {plan.flops_per_token:.3g} (6 x weights + attention)")
+    lines.append("")
+    unit, scale = ("GiB", GIB) if max(s.total for s in plan.strategies) >= GIB else ("MiB", MIB)
+
+    def size(value: int) -> str:
+        return f"{value / scale:.1f}"
+
+    header = (f"per GPU, {unit}", "weights", "grads", "optim", "act", "act no-ckpt", "total", "fits")
+    rows = [header] + [(label(s.strategy, s.offload), size(s.weights), size(s.gradients), size(s.optimizer),
+                        size(s.activations_checkpointed), size(s.activations_full), size(s.total),
+                        "-" if s.fits is None else "yes" if s.fits else "no") for s in plan.strategies]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines += ["  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths)))
+              for row in rows]
+    lines.append("(act: activations with gradient checkpointing; the total counts what the job sets)")
+    lines.append("")
+    if plan.auto:
+        lines.append(f"auto picks {label(plan.auto.strategy, plan.auto.offload)}: {plan.auto.reason}")
+    elif plan.refused:
+        lines.append(f"auto refuses the job: {plan.refused}")
+    else:
+        lines.append("auto: no GPU memory known; name one with --gpu (or --gpu-memory)")
+    return "\n".join(lines)
+
+
+
+def refusal(job: FineTuneJob) -> Optional[str]:
+    """Why `auto` cannot fit a GPU job, when its model config (builtin or a local folder: no
+    network) and its GPU are known here."""
+    resources = job.spec.resources
+    gpu = gpu_for_pods(resources.node_selector, resources.gpu_resource_name)
+    local = split_source(job.spec.model.source)[0] in ("builtin", PATH)
+    if job.spec.distributed.strategy != "auto" or not resources.gpus_per_node or not gpu or not local:
+        return None
+    try:
+        refused = plan_job(job, model_config(job.spec.model.source, None, {}), gpu).refused
+    except (Unreadable, ValueError, KeyError, TypeError):
+        return None  # the ranks plan once they can read it
+    return f"auto: {refused}" if refused else None

@@ -1,0 +1,90 @@
+"""`kubetune plan` and the refusal `kubetune validate` gives a job `auto` cannot fit."""
+
+import json
+
+import yaml
+from click.testing import CliRunner
+
+from conftest import REPO
+from kubetune.cli import main
+from model_shapes import LLAMA3_70B, QWEN25_05B
+
+
+def job_file(tmp_path, model_source, **resources):
+    document = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "planned"},
+                "spec": {"method": "sft", "model": {"source": model_source}, "dataset": {"source": "builtin://tiny"},
+                         "training": {"per_device_train_batch_size": 1},
+                         "resources": {"gpusPerNode": 8, **resources}}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def model_folder(tmp_path, config):
+    folder = tmp_path / "model"
+    folder.mkdir(exist_ok=True)
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder
+
+
+def plan(*args, **env):
+    return CliRunner().invoke(main, ["plan", *args], env=env)
+
+
+def test_the_quickstart_plans_ddp_on_cpu_with_its_batch_and_epoch():
+    result = plan(str(REPO / "examples" / "quickstart.yaml"))
+    assert result.exit_code == 0, result.output
+    assert "auto picks ddp: no GPUs" in result.output
+    assert "steps per epoch: 16 (256 rows" in result.output and "2,048 tokens per optimizer step" in result.output
+
+
+def test_a_local_model_on_named_gpus_prints_every_strategy_and_the_pick_as_json(tmp_path):
+    folder = model_folder(tmp_path, QWEN25_05B)
+    result = plan(job_file(tmp_path, str(folder)), "--gpu", "H100", "--output", "json")
+    assert result.exit_code == 0, result.output
+    planned = json.loads(result.output)
+    assert planned["model"]["parameters"] == 494_032_768
+    assert [(s["strategy"], s["offload"]) for s in planned["strategies"]][:4] == [
+        ("ddp", "none"), ("zero1", "none"), ("zero2", "none"), ("zero3", "none")]
+    assert all(s["total"] == s["weights"] + s["gradients"] + s["optimizer"] + s["activations"]
+               for s in planned["strategies"])
+    assert planned["auto"]["strategy"] == "ddp" and planned["batch"]["tokensPerStep"] == 8 * 1024
+
+
+def test_the_gpu_comes_from_the_node_selector_and_a_pvc_folder_from_pvc(tmp_path):
+    folder = model_folder(tmp_path, LLAMA3_70B)
+    path = job_file(tmp_path, "pvc://models/llama", nodes=2,
+                    nodeSelector={"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"})
+    (folder.parent / "llama").symlink_to(folder)
+    unreadable = plan(path)
+    assert unreadable.exit_code == 2 and "spec.model.source: pvc://models/llama: say where claim models" in \
+        unreadable.output
+    result = plan(path, "--pvc", f"models={folder.parent}")
+    assert result.exit_code == 0, result.output
+    assert "GPU: H100, 79.6 GiB" in result.output and "x 16 ranks" in result.output
+    assert "auto picks zero3 + optimizer offload" in result.output and "zero3 would need" in result.output
+
+
+def test_a_hub_model_offline_says_so_and_how_to_go_on(tmp_path):
+    result = plan(job_file(tmp_path, "hf://Qwen/Qwen2.5-0.5B"), "--gpu", "H100", HF_HUB_OFFLINE="1")
+    assert result.exit_code == 2
+    assert "hf://Qwen/Qwen2.5-0.5B: the hub is not reachable" in result.output and "--model-config" in result.output
+    config = model_folder(tmp_path, QWEN25_05B) / "config.json"
+    assert plan(job_file(tmp_path, "hf://Qwen/Qwen2.5-0.5B"), "--gpu", "H100", "--model-config", str(config),
+                HF_HUB_OFFLINE="1").exit_code == 0
+
+
+def test_a_job_auto_cannot_fit_is_refused_by_plan_and_validate_with_the_numbers(tmp_path):
+    folder = model_folder(tmp_path, LLAMA3_70B)
+    path = job_file(tmp_path, str(folder), gpusPerNode=1, nodeSelector={"nvidia.com/gpu.product": "NVIDIA-L40S"})
+    document = yaml.safe_load(open(path))
+    document["spec"]["training"] = {"per_device_train_batch_size": 32, "max_length": 4096,
+                                    "gradient_checkpointing": False}
+    open(path, "w").write(yaml.safe_dump(document))
+    refused = plan(path)
+    assert refused.exit_code == 1 and "auto refuses the job: a 70.55B-parameter model does not fit 1 GPU(s)" in \
+        refused.output
+    validated = CliRunner().invoke(main, ["validate", path])
+    assert validated.exit_code == 1
+    assert "spec.distributed.strategy: auto: a 70.55B-parameter model does not fit" in validated.output
+    assert "would need" in validated.output and "GiB" in validated.output
