@@ -108,3 +108,45 @@ def test_a_job_that_cannot_fit_is_a_configuration_error_with_the_numbers():
     with pytest.raises(PermanentError, match=r"spec.distributed.strategy: auto: .*70.55B.*zero3 \+ all offload "
                                              r"would need [0-9.]+ GiB"):
         resolve_strategy(config, small_gpu, shape, work)
+
+
+def test_rank_0_reports_mfu_from_its_rate_and_serves_it_as_a_gauge():
+    from types import SimpleNamespace
+
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from kubetune.contract.plan import mfu
+    from trainer_entrypoint.train.progress import ProgressCallback, ProgressState
+
+    state = ProgressState("demo", "default")
+    callback = ProgressCallback(state)
+    callback.count_flops(3.0e9, 989e12)
+    control = SimpleNamespace(should_evaluate=False, should_save=False)
+    trainer_state = SimpleNamespace(global_step=1, max_steps=10, epoch=0.1, num_input_tokens_seen=0)
+    callback.on_train_begin(None, trainer_state, control)
+    callback.on_step_end(None, trainer_state, control)
+    started = callback._last[0]
+    trainer_state.global_step, trainer_state.num_input_tokens_seen = 2, 50_000
+    callback.on_step_end(None, trainer_state, control)
+    snapshot = state.snapshot()
+    rate = 50_000 / (callback._last[0] - started)
+    assert snapshot.tokens_per_second == pytest.approx(rate)
+    assert snapshot.mfu == pytest.approx(mfu(rate, 3.0e9, 989e12)) and snapshot.mfu > 0
+    registry = CollectorRegistry()
+    registry.register(state)
+    assert b'kubetune_training_mfu_ratio{job="demo",namespace="default"}' in generate_latest(registry)
+
+
+def test_without_a_known_peak_mfu_is_left_out():
+    from types import SimpleNamespace
+
+    from trainer_entrypoint.train.progress import ProgressCallback, ProgressState
+
+    state = ProgressState("demo", "default")
+    callback = ProgressCallback(state)
+    callback.count_flops(3.0e9, None)
+    control = SimpleNamespace(should_evaluate=False, should_save=False)
+    for step, tokens in ((1, 0), (2, 1000)):
+        callback.on_step_end(None, SimpleNamespace(global_step=step, max_steps=10, epoch=0.1,
+                                                   num_input_tokens_seen=tokens), control)
+    assert state.snapshot().tokens_per_second and state.snapshot().mfu is None

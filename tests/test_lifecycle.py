@@ -11,6 +11,7 @@ from kubetune.api.crd import generate_crd
 from kubetune.api.models import FineTuneJobStatus
 from kubetune.api.validation import parse_job
 from kubetune.contract.failure import FAILURE_CLASSES, FailureReport
+from kubetune.contract.plan import StrategyChoice
 from kubetune.contract.progress import Progress
 from kubetune.lifecycle import Action, Observed, Termination, WorkerPod, WorkerSet, EvaluationRun
 from kubetune.lifecycle import decide as decide_typed
@@ -378,6 +379,23 @@ def test_progress_is_mirrored_with_a_display_and_a_checkpoint_event():
     again = decide(parse_job(with_spec()), [], first.status,
                    Observed(NOW, WorkerSet(1), (running(),), progress=progress))
     assert again.events == []  # no phase change, no new checkpoint
+
+
+def test_the_strategy_rank_0_trains_with_is_recorded_with_one_event_and_mfu_is_mirrored():
+    chosen = StrategyChoice(strategy="zero2", reason="zero2 needs 29.8 GiB per GPU of 74.7 GiB usable; ddp would "
+                                                     "need 128.7 GiB", per_gpu_bytes=32 * 2**30)
+    progress = Progress(step=5, total_steps=200, tokens_per_second=9000.0, mfu=0.41, phase="training",
+                        distributed=chosen)
+    first = decide(parse_job(with_spec()), [], {"phase": "Training"},
+                   Observed(NOW, WorkerSet(1), (running(),), progress=progress))
+    assert first.status["distributed"] == {"strategy": "zero2", "offload": "none", "reason": chosen.reason,
+                                           "perGpuBytes": 32 * 2**30}
+    assert first.status["progress"]["mfu"] == 0.41
+    assert [(e.reason, e.message) for e in first.events] == [
+        ("StrategyChosen", f"training with zero2: {chosen.reason}")]
+    again = decide(parse_job(with_spec()), [], first.status,
+                   Observed(NOW, WorkerSet(1), (running(),), progress=progress))
+    assert again.events == [] and again.status["distributed"] == first.status["distributed"]
 
 
 def test_condition_transition_time_holds_while_status_holds():
