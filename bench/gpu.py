@@ -152,12 +152,19 @@ def training_keys(args) -> dict[str, Any]:
     return {**keys, "max_length": args.max_length} if args.max_length else keys
 
 
+# TRL's own `trl sft` script; only the token count is made non-padding (its command line takes
+# include_num_input_tokens_seen as a yes/no flag).
+TRL_SFT = ("import sys; from trl.scripts.sft import make_parser, main; "
+           "args = make_parser().parse_args_and_config(sys.argv[1:]); "
+           "args[1].include_num_input_tokens_seen = 'non_padding'; main(*args[:4])")
+
+
 def trl_sft(args, model: Path, data: Path, scratch: Path, env: dict[str, str], gpu: bool) -> dict[str, Any]:
-    flags = {**training_keys(args), "report_to": "none", "save_strategy": "no", "output_dir": scratch / "trl"}
+    keys = {key: value for key, value in training_keys(args).items() if key != "include_num_input_tokens_seen"}
+    flags = {**keys, "report_to": "none", "save_strategy": "no", "output_dir": scratch / "trl"}
     if not gpu:
         flags.update(use_cpu=True, bf16=False, dataloader_pin_memory=False)
-    command = [str(Path(sys.executable).parent / "trl"), "sft", "--model_name_or_path", str(model),
-               "--dataset_name", str(data)]
+    command = [sys.executable, "-c", TRL_SFT, "--model_name_or_path", str(model), "--dataset_name", str(data)]
     for key, value in flags.items():
         command += [f"--{key}", str(value)]
     return run_training(command, env, gpu, scratch / "trl-sft.log")
