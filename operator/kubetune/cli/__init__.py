@@ -137,6 +137,16 @@ def operator(namespaces, liveness_port, metrics_port, lease, trainer_image, eval
                  Pace(interval=interval, workers=workers, qps=qps, burst=burst))
 
 
+def _one_job(file: str, name: Optional[str]) -> FineTuneJob:
+    """The job of FILE that --job names (or its only one); exit 2 on any problem in the file."""
+    loaded = list(load_jobs(file))
+    for item in loaded:
+        _report(item)
+    if any(item.problems for item in loaded):
+        sys.exit(2)
+    return _pick([item.job for item in loaded if item.job], name, file)
+
+
 def _pick(jobs: list[FineTuneJob], name: Optional[str], file: str) -> FineTuneJob:
     names = [job.metadata.name for job in jobs]
     if name is None and len(jobs) == 1:
@@ -178,12 +188,7 @@ def run(file: str, job_name: Optional[str], run_dir: Optional[str], nodes: Optio
     from ..local.console import RunDisplay, summary_table
     from ..local.run import LocalRun
 
-    loaded = list(load_jobs(file))
-    for item in loaded:
-        _report(item)
-    if any(item.problems for item in loaded):
-        sys.exit(2)
-    job = _pick([item.job for item in loaded if item.job], job_name, file)
+    job = _one_job(file, job_name)
     if nodes is not None:
         job = _with_nodes(job, nodes, f"{file}: --nodes")
     upstream = [s for s in (job.spec.model.source, job.spec.dataset.source) if s.startswith("job://")]
@@ -269,12 +274,7 @@ def plan(file: str, job_name: Optional[str], gpu_name: Optional[str], gpu_memory
     from ..contract.gpus import gpu_named
     from .plan import Unreadable, chosen_gpu, model_config as read_model_config, plan_job, render_text
 
-    loaded = list(load_jobs(file))
-    for item in loaded:
-        _report(item)
-    if any(item.problems for item in loaded):
-        sys.exit(2)
-    job = _pick([item.job for item in loaded if item.job], job_name, file)
+    job = _one_job(file, job_name)
     mounts = dict(claim.partition("=")[::2] for claim in claims)
     try:
         config = (json.loads(Path(model_config).read_text()) if model_config
