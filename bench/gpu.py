@@ -275,7 +275,7 @@ def main() -> None:
         raise SystemExit("no CUDA device: run with --tiny to test the harness on the CPU")
     args.steps = args.steps or (20 if args.tiny else 200)
     args.max_length = args.max_length or (128 if args.tiny else None)
-    args.prompts = args.prompts or (8 if args.tiny else 256)
+    args.prompts = args.prompts or (8 if args.tiny else 128)
     args.new_tokens = args.new_tokens or (16 if args.tiny else 256)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)

@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .document import Document
 from .gpus import GIB
@@ -250,6 +250,9 @@ def label(strategy: str, offload: str) -> str:
 
 class StrategyChoice(Document):
     """What a job trains with (from `auto`, or as the spec says), and why."""
+
+    # In /progress and status: a newer trainer image may say more than this operator reads.
+    model_config = ConfigDict(extra="ignore")
 
     strategy: str = Field(description="ddp, zero1, zero2, zero3 or fsdp.")
     offload: str = Field("none", description="none, optimizer or all.")
