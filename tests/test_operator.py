@@ -150,6 +150,7 @@ def events_of(harness, job="demo"):
 
 
 def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
+    from kubetune.contract.plan import StrategyChoice
     from trainer_entrypoint.train.progress import ProgressState, serve
 
     harness.start_operator()
@@ -158,7 +159,8 @@ def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
     # Rank 0's real progress server, reached through worker 0's pod IP.
     progress = ProgressState("demo", NS)
     progress.update(phase="training", step=30, total_steps=120, loss=1.5, tokens_per_second=800.0,
-                    eta_seconds=90.0, checkpoint="checkpoint-25")
+                    eta_seconds=90.0, checkpoint="checkpoint-25", mfu=0.42,
+                    distributed=StrategyChoice(strategy="zero2", reason="zero2 needs 30.0 GiB per GPU"))
     server = serve(progress, 9470, host="127.0.0.1")
     try:
         set_worker_pod(harness, 0, container_status("running"), pod_ip="127.0.0.1")
@@ -172,6 +174,9 @@ def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
         server.shutdown()
         server.server_close()
     assert get_job(harness)["status"]["progress"]["loss"] == 1.5
+    assert get_job(harness)["status"]["progress"]["mfu"] == 0.42
+    assert get_job(harness)["status"]["distributed"] == {"strategy": "zero2", "offload": "none",
+                                                        "reason": "zero2 needs 30.0 GiB per GPU"}
     # Training succeeded: the workers exit 0 (and would be restarted by the StatefulSet).
     for ordinal in range(2):
         set_worker_pod(harness, ordinal, container_status("running", restarts=1, last=(0, "")))
@@ -185,7 +190,8 @@ def test_success_protocol_train_scale_to_zero_evaluate_succeed(harness):
     status = get_job(harness)["status"]
     assert status["evaluation"]["metrics"]["loss"] == {"tuned": 1.2, "base": 2.4, "delta": pytest.approx(-1.2)}
     assert condition(harness, "Succeeded")["status"] == "True" and status["completionTime"]
-    expected = {"Pending", "Initializing", "Training", "Checkpoint", "Evaluating", "Trained", "Succeeded", "Evaluated"}
+    expected = {"Pending", "Initializing", "Training", "Checkpoint", "StrategyChosen", "Evaluating", "Trained",
+                "Succeeded", "Evaluated"}
     try:
         eventually(lambda: expected <= {reason for _, reason, _ in events_of(harness)}, what="events")
     except AssertionError:
