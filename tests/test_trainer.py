@@ -191,6 +191,9 @@ def test_rank_zero_serves_progress_and_prometheus_metrics(tmp_path):
         assert wait_all([pod], timeout=300) == [0]
     assert progress and progress.total_steps == 200 and 0 < progress.progress <= 1
     assert progress.tokens_per_second > 0 and math.isfinite(progress.loss) and progress.phase == "training"
+    # auto on a CPU: ddp, reported with why; no GPU peak, so no MFU.
+    assert progress.distributed.strategy == "ddp" and "no GPUs" in progress.distributed.reason
+    assert progress.mfu is None
     for name in ["kubetune_training_step", "kubetune_training_total_steps", "kubetune_training_loss",
                  "kubetune_training_learning_rate", "kubetune_training_tokens_per_second",
                  "kubetune_training_progress_ratio", "kubetune_training_epoch"]:
