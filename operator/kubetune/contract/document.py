@@ -24,3 +24,11 @@ class Document(BaseModel):
     @classmethod
     def decode(cls: type[D], text: Union[str, bytes]) -> D:
         return cls.model_validate_json(text)
+
+    @classmethod
+    def read(cls: type[D], message: Union[str, bytes]) -> D:
+        """The document in a termination message; an empty one (every field defaulted) when it holds none."""
+        try:
+            return cls.decode(message)
+        except ValueError:
+            return cls()

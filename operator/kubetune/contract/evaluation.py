@@ -50,13 +50,6 @@ class EvaluationSummary(Document):
                 return text
         return EvaluationSummary().encode()
 
-    @classmethod
-    def read(cls, message: str) -> "EvaluationSummary":
-        """The summary in a termination message; an empty one when it holds none."""
-        try:
-            return cls.decode(message)
-        except ValueError:
-            return cls()
 
 
 class Gate(Document):

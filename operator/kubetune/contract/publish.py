@@ -66,10 +66,3 @@ class PublishSummary(Document):
 
     published: list[Published] = Field(default_factory=list)
 
-    @classmethod
-    def read(cls, message: str) -> "PublishSummary":
-        """The summary in a termination message; an empty one when it holds none."""
-        try:
-            return cls.decode(message)
-        except ValueError:
-            return cls()
