@@ -14,12 +14,11 @@ from typing import Any, Optional
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
-
 from kubetune.contract.plan import ModelShape, StrategyChoice, workload_for
 
 from ..card import write_card
-from ..sources import model_reference
 from ..errors import exit_code_for
+from ..sources import model_reference
 from .checkpoints import discard_incomplete
 from .defaults import (
     Hardware,
