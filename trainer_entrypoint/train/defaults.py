@@ -14,7 +14,7 @@ from typing import Any, Optional
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.distributed import AUTO, distributed_training_args
 from kubetune.contract.gpus import Gpu, gpu_named
-from kubetune.contract.plan import DoesNotFit, ModelShape, StrategyChoice, Workload, choose
+from kubetune.contract.plan import DoesNotFit, ModelShape, StrategyChoice, Workload, choose, on_cpu
 
 from ..errors import PermanentError
 
@@ -148,7 +148,7 @@ def resolve_strategy(config: TrainerConfig, hardware: Hardware, shape: Optional[
         return StrategyChoice(strategy=distributed.strategy, offload=distributed.offload,
                               reason="spec.distributed.strategy names it")
     if not hardware.gpus:
-        return StrategyChoice(strategy="ddp", reason="no GPUs: data parallel across CPU processes")
+        return on_cpu()
     memory = distributed.gpu_memory_bytes or hardware.memory_bytes
     if shape is None or work is None or not memory:
         return StrategyChoice(strategy="zero3", reason="the model's config has no decoder dimensions to plan "

@@ -296,6 +296,11 @@ class ResourcesSpec(KubeModel):
     def processes(self) -> int:
         return self.processes_per_node or max(self.gpus_per_node, 1)
 
+    @property
+    def planned_ranks(self) -> int:
+        """The ranks a resource plan counts: an elastic job's fewest, so a resize never changes the strategy."""
+        return (self.elastic.min_nodes if self.elastic else self.nodes) * self.processes
+
 
 class CheckpointingSpec(KubeModel):
     every_steps: int = Field(50, ge=1, description="Save a checkpoint every this many optimizer steps.")

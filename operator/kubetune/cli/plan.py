@@ -25,6 +25,7 @@ from ..contract.plan import (
     choose,
     gib,
     label,
+    on_cpu,
     strategy_memory,
     usable_bytes,
     workload_for,
@@ -141,16 +142,14 @@ def plan_job(job: FineTuneJob, config: dict[str, Any], gpu: Optional[Gpu]) -> Jo
     spec, resources = job.spec, job.spec.resources
     shape = ModelShape.from_config(config)
     ranks = resources.nodes * resources.processes
-    # An elastic job plans for its fewest nodes, as its ranks do.
-    planned_ranks = (resources.elastic.min_nodes * resources.processes) if resources.elastic else ranks
     peft = spec.peft
-    work = workload_for(shape, spec.training, planned_ranks, peft.r if peft else None,
+    work = workload_for(shape, spec.training, resources.planned_ranks, peft.r if peft else None,
                         bool(peft and peft.method == "qlora"))
     memory = gpu.memory_bytes if gpu else None
     strategies = [strategy_memory(shape, work, strategy, offload, memory) for strategy, offload in PLANNED]
     auto, refused = None, None
     if resources.gpus_per_node == 0 and (spec.distributed.strategy == "auto"):
-        auto = StrategyChoice(strategy="ddp", reason="no GPUs: data parallel across CPU processes")
+        auto = on_cpu()
     elif memory:
         try:
             auto = choose(shape, work, memory)
@@ -229,7 +228,6 @@ def render_text(plan: JobPlan) -> str:
     else:
         lines.append("auto: no GPU memory known; name one with --gpu (or --gpu-memory)")
     return "\n".join(lines)
-
 
 
 def refusal(job: FineTuneJob) -> Optional[str]:

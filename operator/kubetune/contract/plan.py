@@ -261,6 +261,11 @@ class StrategyChoice(Document):
     gpu_memory_bytes: Optional[int] = Field(None, description="Memory of each GPU the plan counted with.")
 
 
+def on_cpu() -> StrategyChoice:
+    """What auto is without GPUs: there is nothing to shard."""
+    return StrategyChoice(strategy="ddp", reason="no GPUs: data parallel across CPU processes")
+
+
 class DoesNotFit(ValueError):
     """Even the most frugal strategy needs more than the GPU has."""
 

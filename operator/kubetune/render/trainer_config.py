@@ -85,11 +85,9 @@ def distributed_config(job: FineTuneJob, node_selector: Mapping[str, str]) -> Di
     `auto`: a rank that cannot tell reads its own device)."""
     resources = job.spec.resources
     gpu = gpu_for_pods(node_selector, resources.gpu_resource_name) if resources.gpus_per_node else None
-    # An elastic job plans for its fewest nodes, so a resize never changes the strategy.
-    nodes = resources.elastic.min_nodes if resources.elastic else resources.nodes
     return DistributedConfig(strategy=job.spec.distributed.strategy, offload=job.spec.distributed.offload,
                              gpu=gpu.name if gpu else None, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
-                             planned_world_size=nodes * resources.processes)
+                             planned_world_size=resources.planned_ranks)
 
 
 def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocation],
