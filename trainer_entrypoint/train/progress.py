@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from transformers import TrainerCallback
 
 from kubetune.contract.plan import mfu
-from kubetune.contract.progress import PROGRESS_PATH, Progress
+from kubetune.contract.progress import PROGRESS_PATH, THROUGHPUT_UNITS, Progress
 
 # Progress fields exported as gauges, by metric name (the help text is the field's description).
 GAUGES = {
@@ -25,10 +25,35 @@ GAUGES = {
     "kubetune_training_loss": "loss",
     "kubetune_training_learning_rate": "learning_rate",
     "kubetune_training_tokens_per_second": "tokens_per_second",
+    "kubetune_training_samples_per_second": "samples_per_second",
     "kubetune_training_progress_ratio": "progress",
     "kubetune_training_eta_seconds": "eta_seconds",
     "kubetune_training_mfu_ratio": "mfu",
 }
+
+
+# The trainer's log keys for its mean rate since training began, by the field each fills while no
+# step-to-step rate exists (a one-step run). Samples/s arrives only at the end of training.
+MEAN_RATE_KEYS = {"tokens_per_second": "train_tokens_per_second", "samples_per_second": "train_samples_per_second"}
+assert set(MEAN_RATE_KEYS) == set(THROUGHPUT_UNITS)
+
+
+def samples_per_step(args) -> int:
+    """Training samples one optimizer step takes, all ranks together."""
+    return args.per_device_train_batch_size * args.gradient_accumulation_steps * args.world_size
+
+
+def logged_loss(logs: dict[str, Any], reported: Progress) -> Optional[float]:
+    """The step's loss; a run shorter than logging_steps logs only its mean, at the end."""
+    loss = logs.get("loss")
+    return logs.get("train_loss") if loss is None and reported.loss is None else loss
+
+
+def mean_rate(logs: dict[str, Any], reported: Progress) -> dict[str, float]:
+    """The trainer's mean rate, while no step-to-step rate is reported."""
+    if reported.throughput() is not None:
+        return {}
+    return next(({field: logs[key]} for field, key in MEAN_RATE_KEYS.items() if logs.get(key)), {})
 
 
 class ProgressState:
@@ -63,7 +88,7 @@ class ProgressCallback(TrainerCallback):
         self.progress = progress
         self._started = 0.0
         self._start_step: Optional[int] = None
-        self._last: Optional[tuple[float, int]] = None  # (time, tokens) at the previous step
+        self._last: Optional[tuple[float, int, int]] = None  # (time, tokens, step) at the previous step
         self._flops_per_token: Optional[float] = None
         self._peak_flops: Optional[float] = None
 
@@ -81,15 +106,12 @@ class ProgressCallback(TrainerCallback):
         self.progress.update(phase="training", total_steps=state.max_steps, step=state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
-        now, tokens = time.monotonic(), int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        now = time.monotonic()
         if self._start_step is None:
             # Taken at the first step, not at on_train_begin: a resumed run's state is restored
             # after on_train_begin, and rates and ETA count from where this run started.
             self._start_step = state.global_step - 1
-        rate = None
-        if self._last and now > self._last[0] and tokens >= self._last[1]:
-            rate = (tokens - self._last[1]) / (now - self._last[0])
-        self._last = (now, tokens)
+        rate = self._rate(args, state, now)
         total = state.max_steps or None
         eta = None
         if total and state.global_step:
@@ -98,13 +120,26 @@ class ProgressCallback(TrainerCallback):
         # The Trainer evaluates, then saves, right after this callback: say so, so the stall
         # watchdog gives them more time.
         phase = "evaluating" if control.should_evaluate else "checkpointing" if control.should_save else "training"
-        self.progress.update(step=state.global_step, epoch=state.epoch, tokens_per_second=rate, mfu=self._mfu(rate),
-                             phase=phase,
-                             progress=(state.global_step / total) if total else None, eta_seconds=eta)
+        self.progress.update(step=state.global_step, epoch=state.epoch, mfu=self._mfu(rate.get("tokens_per_second")),
+                             phase=phase, progress=(state.global_step / total) if total else None, eta_seconds=eta,
+                             **rate)
+
+    def _rate(self, args, state, now: float) -> dict[str, float]:
+        """Since the previous step: tokens/s where the trainer counts tokens (every TRL trainer does
+        with include_num_input_tokens_seen, GRPO and RLOO always), else samples/s."""
+        tokens = int(getattr(state, "num_input_tokens_seen", 0) or 0)
+        previous, self._last = self._last, (now, tokens, state.global_step)
+        if previous is None or now <= previous[0] or tokens < previous[1]:
+            return {}
+        seconds = now - previous[0]
+        if tokens:
+            return {"tokens_per_second": (tokens - previous[1]) / seconds}
+        return {"samples_per_second": (state.global_step - previous[2]) * samples_per_step(args) / seconds}
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        logs = logs or {}
-        self.progress.update(loss=logs.get("loss"), learning_rate=logs.get("learning_rate"))
+        logs, reported = logs or {}, self.progress.snapshot()
+        self.progress.update(loss=logged_loss(logs, reported), learning_rate=logs.get("learning_rate"),
+                             **mean_rate(logs, reported))
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.progress.update(phase="checkpointing" if control.should_save else "training")

@@ -180,7 +180,8 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
         trainer.accelerator.wait_for_everyone()
         return {"rank": rank(), "worldSize": trainer.args.world_size,
                 "globalStep": trainer.state.global_step, "trainLoss": result.training_loss,
-                "resumedFrom": resume_from.name if resume_from else None}
+                "resumedFrom": resume_from.name if resume_from else None,
+                "progress": progress.snapshot().numbers().wire() if progress else None}
     finally:
         if server:
             server.shutdown()

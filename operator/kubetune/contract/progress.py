@@ -18,13 +18,30 @@ class TrainingNumbers(Document):
     step: int = Field(0, description="Optimizer steps completed.")
     total_steps: Optional[int] = Field(None, description="Optimizer steps the run will take.")
     epoch: Optional[float] = Field(None, description="Fractional epoch reached.")
-    loss: Optional[float] = Field(None, description="Training loss at the last logging step.")
+    loss: Optional[float] = Field(
+        None, description="Training loss at the last logging step; the run's mean when it ended before one.")
     learning_rate: Optional[float] = Field(None, description="Learning rate at the last logging step.")
-    tokens_per_second: Optional[float] = Field(None, description="Input tokens per second, all ranks.")
+    tokens_per_second: Optional[float] = Field(
+        None, description="Input tokens per second, all ranks, where the trainer counts tokens.")
+    samples_per_second: Optional[float] = Field(
+        None, description="Training samples per second, all ranks, where the trainer counts no tokens "
+                          "(then tokensPerSecond is absent).")
     eta_seconds: Optional[float] = Field(None, description="Estimated seconds until training ends.")
     mfu: Optional[float] = Field(
         None, description="Model FLOPs utilisation, 0-1: the model's training FLOPs per second (6 per weight per "
                           "token plus attention) over the GPUs' dense bf16 peak; absent on CPUs and unknown GPUs.")
+
+    def throughput(self) -> Optional[tuple[float, str]]:
+        """The training rate with its unit (tokens/s before samples/s); None before one is measured."""
+        for field, unit in THROUGHPUT_UNITS.items():
+            value = getattr(self, field)
+            if value is not None:
+                return value, unit
+        return None
+
+
+# The rate fields, by the unit a person reads; a trainer reports the first it can count.
+THROUGHPUT_UNITS = {"tokens_per_second": "tok/s", "samples_per_second": "samples/s"}
 
 
 # What rank 0 is doing. A checkpoint save or an evaluation during training may take a while
@@ -41,3 +58,7 @@ class Progress(TrainingNumbers):
     progress: Optional[float] = Field(None, description="step / totalSteps.")
     checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved, e.g. checkpoint-50.")
     distributed: Optional[StrategyChoice] = Field(None, description="The strategy training runs with, and why.")
+
+    def numbers(self) -> TrainingNumbers:
+        """The numbers alone, as status.progress mirrors them."""
+        return TrainingNumbers(**self.model_dump(include=set(TrainingNumbers.model_fields)))

@@ -1,0 +1,122 @@
+"""Every method's rank 0 reports loss and a rate with its unit: tokens/s where the trainer counts
+tokens, else samples/s; status and the live line say which. (The real TRL runs of every method
+are in test_trainer.py.)"""
+
+from datetime import datetime, timezone
+from types import SimpleNamespace
+
+import pytest
+from prometheus_client import CollectorRegistry, generate_latest
+from rich.console import Console
+
+from conftest import with_spec
+from kubetune.api.models import FineTuneJobStatus, ProgressStatus
+from kubetune.api.validation import parse_job
+from kubetune.contract.progress import Progress
+from kubetune.lifecycle import Observed, WorkerPod, WorkerSet, decide
+from kubetune.local.console import RunDisplay, summary_table, throughput_text
+from trainer_entrypoint.train.progress import ProgressCallback, ProgressState
+
+NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
+CONTROL = SimpleNamespace(should_evaluate=False, should_save=False)
+# 4 per device x 2 accumulated x 2 ranks: 16 samples an optimizer step.
+ARGS = SimpleNamespace(per_device_train_batch_size=4, gradient_accumulation_steps=2, world_size=2)
+
+
+def following():
+    state = ProgressState("demo", "ml")
+    return state, ProgressCallback(state)
+
+
+def step(callback, number, tokens=0):
+    callback.on_step_end(ARGS, SimpleNamespace(global_step=number, max_steps=10, epoch=number / 10,
+                                               num_input_tokens_seen=tokens), CONTROL)
+    return callback._last[0]
+
+
+def test_a_trainer_that_counts_no_tokens_reports_samples_per_second_and_its_gauge():
+    state, callback = following()
+    callback.count_flops(3.0e9, 989e12)
+    started = step(callback, 1)
+    ended = step(callback, 3)
+    snapshot = state.snapshot()
+    assert snapshot.samples_per_second == pytest.approx(2 * 16 / (ended - started))
+    assert snapshot.tokens_per_second is None and snapshot.mfu is None  # MFU counts tokens
+    assert snapshot.throughput() == (snapshot.samples_per_second, "samples/s")
+    registry = CollectorRegistry()
+    registry.register(state)
+    assert b'kubetune_training_samples_per_second{job="demo",namespace="ml"}' in generate_latest(registry)
+
+
+def test_a_trainer_that_counts_tokens_reports_tokens_per_second_only():
+    state, callback = following()
+    started = step(callback, 1, tokens=100)
+    ended = step(callback, 2, tokens=600)
+    snapshot = state.snapshot()
+    assert snapshot.throughput() == (pytest.approx(500 / (ended - started)), "tok/s")
+    assert snapshot.samples_per_second is None
+
+
+def test_a_run_shorter_than_logging_steps_reports_its_mean_loss_and_rate_at_the_end():
+    state, callback = following()
+    step(callback, 1)
+    callback.on_log(ARGS, None, CONTROL, logs={"train_loss": 0.69, "train_runtime": 2.0,
+                                               "train_samples_per_second": 8.0, "train_steps_per_second": 0.5})
+    assert state.snapshot().loss == 0.69 and state.snapshot().throughput() == (8.0, "samples/s")
+
+
+def test_the_mean_at_the_end_replaces_neither_the_last_step_loss_nor_a_measured_rate():
+    state, callback = following()
+    step(callback, 1, tokens=100)
+    step(callback, 2, tokens=600)
+    callback.on_log(ARGS, None, CONTROL, logs={"loss": 0.5, "learning_rate": 1e-4})
+    measured = state.snapshot().tokens_per_second
+    callback.on_log(ARGS, None, CONTROL, logs={"train_loss": 0.69, "train_samples_per_second": 8.0})
+    snapshot = state.snapshot()
+    assert snapshot.loss == 0.5 and snapshot.tokens_per_second == measured and snapshot.samples_per_second is None
+
+
+def test_a_first_logging_step_reports_the_trainers_mean_token_rate_until_one_is_measured():
+    state, callback = following()
+    step(callback, 1, tokens=100)
+    callback.on_log(ARGS, None, CONTROL, logs={"loss": 2.0, "train_tokens_per_second": 40.0})
+    assert state.snapshot().throughput() == (40.0, "tok/s")
+
+
+def test_progress_from_an_older_trainer_without_samples_is_read_and_a_newer_one_keeps_its_unit():
+    older = Progress.decode('{"step": 3, "tokensPerSecond": 900.0, "phase": "training"}')
+    assert older.samples_per_second is None and older.throughput() == (900.0, "tok/s")
+    newer = Progress.decode('{"step": 3, "samplesPerSecond": 12.5, "phase": "training", "future": 1}')
+    assert newer.numbers().wire() == {"step": 3, "samplesPerSecond": 12.5}
+    assert ProgressStatus.model_validate({"step": 3}).throughput() is None
+
+
+def test_status_mirrors_samples_per_second_beside_the_loss():
+    reported = Progress(step=5, total_steps=20, loss=0.69, samples_per_second=12.5, phase="training")
+    decision = decide(parse_job(with_spec(method="dpo")), [], FineTuneJobStatus(phase="Training"),
+                      Observed(NOW, WorkerSet(1), (WorkerPod("demo-worker-0", running=True, ready=True, uid="u"),),
+                               progress=reported))
+    progress = decision.wire_status()["progress"]
+    assert progress["samplesPerSecond"] == 12.5 and progress["loss"] == 0.69 and "tokensPerSecond" not in progress
+
+
+@pytest.mark.parametrize("numbers, text", [
+    ({"tokens_per_second": 4730.0}, "4.73e+03 tok/s"),
+    ({"samples_per_second": 12.5}, "12.5 samples/s"),
+    ({}, "rate -"),
+])
+def test_the_rate_is_shown_with_its_unit(numbers, text):
+    assert throughput_text(ProgressStatus(step=2, **numbers)) == text
+
+
+def test_the_live_line_and_the_summary_label_samples_per_second():
+    console = Console(record=True, width=160, force_terminal=False)
+    decision = SimpleNamespace(phase="Training", events=[], status=FineTuneJobStatus(
+        phase="Training", progress=ProgressStatus(step=5, total_steps=20, loss=0.69, samples_per_second=12.5)))
+    with RunDisplay(console) as display:
+        display.tick(decision)
+    line = console.export_text()
+    assert "loss 0.69" in line and "12.5 samples/s" in line and "tok/s" not in line
+    console.print(summary_table(decision, None, "/model", 1.0, None))
+    table = console.export_text()
+    assert "throughput (last)" in table and "12.5 samples/s" in table
