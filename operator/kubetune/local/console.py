@@ -12,6 +12,7 @@ from rich.table import Table
 
 from ..api.models import EvaluationStatus, ProgressStatus
 from ..contract.output import CompletionRecord
+from ..contract.progress import TrainingNumbers
 from ..lifecycle import Decision
 
 
@@ -19,14 +20,21 @@ def _number(value: Optional[float], digits: int = 4) -> str:
     return "-" if value is None else f"{value:.{digits}g}"
 
 
+def throughput_text(progress: TrainingNumbers) -> str:
+    """The rate with its unit, tokens/s or samples/s, as training reports it."""
+    rate = progress.throughput()
+    return "rate -" if rate is None else f"{_number(rate[0], 3)} {rate[1]}"
+
+
 class RunDisplay:
     def __init__(self, console: Console):
         self.console = console
         self.progress = Progress(
             TextColumn("[bold]{task.fields[phase]:<12}"), BarColumn(), TextColumn("{task.fields[steps]}"),
-            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
+            TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]}"),
             TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn(), console=console, transient=False)
-        self.task = self.progress.add_task("job", total=None, phase="Pending", steps="", loss="-", speed="-", eta="-")
+        self.task = self.progress.add_task("job", total=None, phase="Pending", steps="", loss="-",
+                                           speed=throughput_text(ProgressStatus()), eta="-")
         self.started = time.monotonic()
         self.first_step_seconds: Optional[float] = None
 
@@ -52,7 +60,7 @@ class RunDisplay:
         self.progress.update(
             self.task, total=total, completed=step or 0, phase=decision.phase,
             steps=f"{step}/{total}" if total else "", loss=_number(progress.loss),
-            speed=_number(progress.tokens_per_second, 3), eta=f"{eta:.0f}s" if eta is not None else "-")
+            speed=throughput_text(progress), eta=f"{eta:.0f}s" if eta is not None else "-")
 
 
 def _interval(bounds: Optional[list[float]]) -> str:
@@ -73,6 +81,8 @@ def summary_table(decision: Decision, completion: Optional[CompletionRecord], mo
         progress = status.progress or ProgressStatus()
         table.add_row("steps", f"{progress.step} of {progress.total_steps or '-'}")
         table.add_row("training loss (last)", _number(progress.loss))
+    if status.progress and status.progress.throughput():
+        table.add_row("throughput (last)", throughput_text(status.progress))
     evaluation = status.evaluation or EvaluationStatus()
     for name, value in evaluation.metrics.items():
         text = _number(value.tuned)
