@@ -12,7 +12,7 @@ import pytest
 from conftest import with_spec
 from local_pods import kill_pod, start_pod, wait_all, write_local_config
 from kubetune.contract.output import CompletionRecord, is_complete, newest_complete_checkpoint
-from kubetune.contract.progress import Progress
+from kubetune.contract.progress import Progress, TrainingNumbers
 from trainer_entrypoint.train.worker import train
 
 SMALL = {"max_steps": 3, "per_device_train_batch_size": 4, "logging_steps": 1, "max_length": 64}
@@ -21,8 +21,10 @@ ONLINE = {"max_steps": 2, "per_device_train_batch_size": 4, "num_generations": 4
 METHODS = {
     "sft": {"training": SMALL},
     "dpo": {"training": SMALL},
-    "kto": {"training": SMALL},
-    "reward": {"training": SMALL},
+    # Shorter than logging_steps: the loss reported is the run's mean.
+    "kto": {"training": {**SMALL, "logging_steps": 10}},
+    # A trainer that counts no tokens reports samples/s.
+    "reward": {"training": {**SMALL, "include_num_input_tokens_seen": False}},
     "grpo": {"training": ONLINE, "rewards": [{"function": "answer_match"}, {"function": "think_format_reward"}]},
     "rloo": {"training": ONLINE, "rewards": [{"function": "answer_match"}]},
 }
@@ -47,6 +49,12 @@ def test_each_method_trains_and_saves_a_loadable_model(method, tmp_path, monkeyp
     assert sum(p.numel() for p in model.parameters()) > 0
     record = CompletionRecord.read(Path(config.output.completion_record), f"uid-{method}")
     assert record.global_step == summary["globalStep"]
+    reported = TrainingNumbers.model_validate(summary["progress"])
+    assert math.isfinite(reported.loss) and reported.step == summary["globalStep"]
+    if method == "kto":
+        assert reported.loss == pytest.approx(summary["trainLoss"])
+    rate, unit = reported.throughput()
+    assert rate > 0 and unit == ("samples/s" if method == "reward" else "tok/s")
 
 
 def test_lora_adapter_is_saved_and_loads_with_transformers(tmp_path, monkeypatch):
