@@ -240,6 +240,8 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
     _objects: IndexedObjects = attrs.field(factory=IndexedObjects, init=False)
     _last_rv: int = attrs.field(default=0, init=False)
     _counts: collections.Counter = attrs.field(factory=collections.Counter, init=False)
+    _watches_opened: int = attrs.field(default=0, init=False)
+    _silenced_up_to: int = attrs.field(default=0, init=False)  # watches numbered up to this are silent
 
     def _next_rv(self) -> str:
         self._last_rv += 1
@@ -446,32 +448,62 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
 
     async def _serve_watch(self, request: kmock.Request) -> AsyncIterator[Any]:
         """Mark the event bus before the snapshot (no lost events) and skip what the client's
-        resourceVersion already covers (no stale duplicates after kopf's list)."""
+        resourceVersion already covers (no stale duplicates after kopf's list). The watch ends
+        after the request's timeoutSeconds, as an API server ends it, unless it was silenced."""
         yield b""
-        since_param = str(request.params.get("resourceVersion") or "0")
-        since = int(since_param) if since_param.isdigit() else 0
+        self._watches_opened += 1
+        watch = self._watches_opened
+        seconds = float(request.params.get("timeoutSeconds") or 0)
+        deadline = asyncio.get_running_loop().time() + seconds if seconds else None
         bus = self._buses[request.resource]
         marker = await bus.mark()
+        events = self._watch_events(request, bus, marker)
         try:
-            seen = set()
-            snapshot = []
-            for (_, namespace, name), obj in list(self._live(request)):
-                rv = obj.raw.get("metadata", {}).get("resourceVersion", "0")
-                seen.add(((namespace, name), rv))
-                if int(rv) > since:
-                    snapshot.append({"type": "ADDED", "object": obj.raw})
-            for event in snapshot:
+            while (event := await self._next_event(events, deadline)) is not None:
+                if watch <= self._silenced_up_to:
+                    break
                 yield event
-            async for event in bus.stream(since=marker):
-                meta = event.get("object", {}).get("metadata", {})
-                namespace, name = meta.get("namespace"), meta.get("name")
-                rv = meta.get("resourceVersion", "0")
-                if event.get("type") != "DELETED" and (((namespace, name), rv) in seen or int(rv) <= since):
-                    continue
-                if self._matches(request, request.resource, namespace, name):
-                    yield event
+            if watch <= self._silenced_up_to:
+                await asyncio.Event().wait()  # silent, the connection open, until the client gives up
         finally:
+            await events.aclose()
             await bus.unmark(marker)
+
+    @staticmethod
+    async def _next_event(events: AsyncIterator[Any], deadline: Optional[float]) -> Optional[Any]:
+        """The next event, or None once the watch's time is up."""
+        if deadline is None:
+            return await anext(events)
+        try:
+            return await asyncio.wait_for(anext(events), max(0.0, deadline - asyncio.get_running_loop().time()))
+        except asyncio.TimeoutError:
+            return None
+
+    async def _watch_events(self, request: kmock.Request, bus: Any, marker: Any) -> AsyncIterator[Any]:
+        since_param = str(request.params.get("resourceVersion") or "0")
+        since = int(since_param) if since_param.isdigit() else 0
+        seen = set()
+        snapshot = []
+        for (_, namespace, name), obj in list(self._live(request)):
+            rv = obj.raw.get("metadata", {}).get("resourceVersion", "0")
+            seen.add(((namespace, name), rv))
+            if int(rv) > since:
+                snapshot.append({"type": "ADDED", "object": obj.raw})
+        for event in snapshot:
+            yield event
+        async for event in bus.stream(since=marker):
+            meta = event.get("object", {}).get("metadata", {})
+            namespace, name = meta.get("namespace"), meta.get("name")
+            rv = meta.get("resourceVersion", "0")
+            if event.get("type") != "DELETED" and (((namespace, name), rv) in seen or int(rv) <= since):
+                continue
+            if self._matches(request, request.resource, namespace, name):
+                yield event
+
+    def silence_watches(self) -> None:
+        """Every watch open now stops delivering, silently: its connection stays open, nothing
+        more comes, and it does not end at its timeout. Watches opened later are served."""
+        self._silenced_up_to = self._watches_opened
 
     @staticmethod
     def _matches(request: kmock.Request, resource: Any, namespace: Any, name: Any) -> bool:

@@ -2,6 +2,7 @@
 that answer gets, lists and garbage collection."""
 
 import asyncio
+import json
 
 import kmock
 
@@ -114,3 +115,42 @@ def test_lists_keep_to_their_namespace_and_selector_and_gc_follows_owners_set_la
         return [item["metadata"]["namespace"] for item in listed], len(everywhere), gone, kept
 
     assert serve(scenario) == (["ml"], 3, 404, 200)
+
+
+async def watch_lines(client, path, headers, seconds):
+    """The events a watch delivers until it ends or `seconds` pass (None: it was still open)."""
+    events = []
+    async with client.get(path, headers=headers) as response:
+        try:
+            async with asyncio.timeout(seconds):
+                async for line in response.content:
+                    if line.strip():
+                        events.append(json.loads(line)["type"])
+        except TimeoutError:
+            return events, None
+    return events, "ended"
+
+
+def test_a_watch_ends_after_its_timeout_seconds():
+    async def scenario(api_server, client, faults):
+        await call(client, "POST", CONFIGMAPS, TESTS, config_map("c"))
+        return await watch_lines(client, f"{CONFIGMAPS}?watch=true&timeoutSeconds=1", TESTS, seconds=10)
+
+    assert serve(scenario) == (["ADDED"], "ended")
+
+
+def test_a_silenced_watch_delivers_nothing_and_stays_open_past_its_timeout():
+    async def scenario(api_server, client, faults):
+        await call(client, "POST", CONFIGMAPS, TESTS, config_map("before"))
+        watching = asyncio.create_task(
+            watch_lines(client, f"{CONFIGMAPS}?watch=true&timeoutSeconds=1", TESTS, seconds=3))
+        await asyncio.sleep(0.3)
+        api_server.silence_watches()
+        await call(client, "POST", CONFIGMAPS, TESTS, config_map("after"))
+        silenced = await watching
+        served_later = await watch_lines(client, f"{CONFIGMAPS}?watch=true&timeoutSeconds=1", TESTS, seconds=10)
+        return silenced, served_later
+
+    silenced, served_later = serve(scenario)
+    assert silenced == (["ADDED"], None)  # "before" only; still open at 3 s though asked to end at 1 s
+    assert served_later == (["ADDED", "ADDED"], "ended")

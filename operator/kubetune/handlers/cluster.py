@@ -135,6 +135,12 @@ def retry_delay(error: Exception, attempt: int) -> Optional[float]:
     return min(0.1 * 2 ** attempt, 2.0) * random.uniform(0.5, 1.0)
 
 
+def watch_read_timeout(seconds: int) -> float:
+    """How long a watch asked to end after `seconds` may stay silent before the client gives
+    up on it: the server's own end, with room for its lateness."""
+    return seconds * 1.1 + 1.0
+
+
 class NamedReads:
     """The reads a reconcile makes by name, over `get` (the API server's, or the cache's)."""
 
@@ -227,7 +233,7 @@ class Cluster(NamedReads):
         self.limiter.wait()
         response = call(*args, **kwargs, watch=True, resource_version=resource_version, timeout_seconds=seconds,
                         allow_watch_bookmarks=True, _preload_content=False,
-                        _request_timeout=(self.timeout, seconds + self.timeout))
+                        _request_timeout=(self.timeout, watch_read_timeout(seconds)))
         try:
             for line in iter_resp_lines(response):
                 if line.strip():
