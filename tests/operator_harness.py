@@ -81,12 +81,13 @@ class Harness:
     # --- the operator -----------------------------------------------------------------------
 
     def start_operator(self, interval: float = 0.3, cluster: Optional[Cluster] = None,
-                       settings: RenderSettings = RenderSettings(), workers: int = 4) -> OperatorContext:
+                       settings: RenderSettings = RenderSettings(), workers: int = 4,
+                       liveness_endpoint: Optional[str] = None, watch_seconds: int = 300) -> OperatorContext:
         context = OperatorContext(cluster or Cluster(kubernetes.client.ApiClient(
             kubernetes.client.Configuration(host=self.url)), request_timeout=3), settings, OperatorMetrics(),
             post_event=self._record_event, progress_timeout=0.5)
         self.context = context
-        self.controller = Controller(context, interval=interval, workers=workers)
+        self.controller = Controller(context, interval=interval, workers=workers, watch_seconds=watch_seconds)
         registry = make_registry(self.controller, login=False)
 
         @kopf.on.login(registry=registry)
@@ -100,7 +101,8 @@ class Harness:
         async def start() -> asyncio.Task:
             started = asyncio.Event()
             task = asyncio.create_task(kopf.operator(registry=registry, settings=settings_, clusterwide=True,
-                                                     standalone=True, ready_flag=started))
+                                                     standalone=True, ready_flag=started,
+                                                     liveness_endpoint=liveness_endpoint))
             await asyncio.wait_for(started.wait(), 15)
             return task
 

@@ -120,11 +120,15 @@ def render(file: str, trainer_image: str, evaluator_image: str, uid: Optional[st
 @click.option("--workers", default=8, show_default=True, help="Jobs reconciled at the same time.")
 @click.option("--qps", default=100.0, show_default=True, help="API requests per second, on average (as client-go).")
 @click.option("--burst", default=200, show_default=True, help="API requests allowed at once above --qps.")
+@click.option("--watch-timeout", "watch_seconds", type=int, default=None,
+              help="Seconds each watch lasts before its kind is listed again (whatever a watch missed is "
+                   "corrected within this; default 300, as WATCH_SECONDS in handlers/cache.py); it also "
+                   "bounds how long /healthz tolerates an informer's silence.")
 @click.option("--job-pod-defaults", "defaults_file", default=None, type=click.Path(exists=True, dir_okay=False),
               help="YAML: imagePullPolicy, gpuNodeSelector, gpuTolerations, trainerResources, "
                    "evaluatorResources for the pods of every job (the chart's job-pod-defaults).")
 def operator(namespaces, liveness_port, metrics_port, lease, trainer_image, evaluator_image, interval,
-             workers, qps, burst, defaults_file) -> None:
+             workers, qps, burst, watch_seconds, defaults_file) -> None:
     """Run the FineTuneJob controller (cluster-wide unless --namespace is given)."""
     from ..handlers.main import Pace, run_operator
 
@@ -134,7 +138,8 @@ def operator(namespaces, liveness_port, metrics_port, lease, trainer_image, eval
     if lease and "/" not in lease.strip("/"):
         raise click.BadParameter("give the Lease as NAMESPACE/NAME", param_hint="--leader-elect")
     run_operator(list(namespaces), liveness_port, metrics_port, lease, settings,
-                 Pace(interval=interval, workers=workers, qps=qps, burst=burst))
+                 Pace(interval=interval, workers=workers, qps=qps, burst=burst,
+                      **({"watch_seconds": watch_seconds} if watch_seconds else {})))
 
 
 def _one_job(file: str, name: Optional[str]) -> FineTuneJob:

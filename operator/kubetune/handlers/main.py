@@ -11,6 +11,7 @@ import kubernetes
 from prometheus_client import start_http_server
 
 from ..render import RenderSettings
+from .cache import WATCH_SECONDS
 from .cluster import Cluster
 from .metrics import OperatorMetrics
 from .reconcile import OperatorContext
@@ -25,6 +26,7 @@ class Pace:
     workers: int = 8  # reconciles at the same time
     qps: float = 100.0  # API requests per second, on average
     burst: int = 200  # requests at once above qps
+    watch_seconds: int = WATCH_SECONDS  # each watch ends after this, and its kind is listed again
 
 
 def api_client() -> kubernetes.client.ApiClient:
@@ -48,7 +50,7 @@ def run_operator(
     context = OperatorContext(cluster, settings, OperatorMetrics())
     start_http_server(metrics_port, registry=context.metrics.registry)
     leadership = Leadership(*lease.split("/", 1)) if lease else None
-    controller = Controller(context, namespaces, pace.interval, pace.workers, leadership)
+    controller = Controller(context, namespaces, pace.interval, pace.workers, leadership, pace.watch_seconds)
     kopf.run(
         registry=make_registry(controller),
         clusterwide=not namespaces,
