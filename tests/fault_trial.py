@@ -39,13 +39,14 @@ TERMINAL = ("Succeeded", "Failed")
 class OperatorProcess:
     """`kubetune operator` as the chart runs it, through a kubeconfig; killable."""
 
-    def __init__(self, url: str, folder: Path, interval: float = 1.0):
+    def __init__(self, url: str, folder: Path, interval: float = 1.0, watch_seconds: int = 10):
         self.kubeconfig = folder / "kubeconfig"
         self.kubeconfig.write_text(yaml.safe_dump({
             "apiVersion": "v1", "kind": "Config", "current-context": "test",
             "clusters": [{"name": "test", "cluster": {"server": url}}], "users": [{"name": "test", "user": {}}],
             "contexts": [{"name": "test", "context": {"cluster": "test", "user": "test"}}]}))
         self.interval = interval
+        self.watch_seconds = watch_seconds  # short: every informer ends and re-lists many times under faults
         self.log_path = folder / "operator.log"
         self.log = open(self.log_path, "a")
         self.process: Optional[subprocess.Popen] = None
@@ -55,7 +56,7 @@ class OperatorProcess:
         self.metrics_port = free_port()
         command = [str(Path(sys.executable).parent / "kubetune"), "operator", "--namespace", NS,
                    "--liveness-port", str(free_port()), "--metrics-port", str(self.metrics_port),
-                   "--interval", str(self.interval)]
+                   "--interval", str(self.interval), "--watch-timeout", str(self.watch_seconds)]
         self.process = subprocess.Popen(command, env={**os.environ, "KUBECONFIG": str(self.kubeconfig)},
                                         stdout=self.log, stderr=subprocess.STDOUT)
         self.starts += 1

@@ -7,14 +7,16 @@ from kube_emulator import FaultPlan
 
 pytestmark = pytest.mark.timeout(420)
 
-JOBS, KILLS, FAULTS = 30, 5, 200
+JOBS, KILLS, FAULTS_OF_EACH_KIND = 30, 5, 10
 
 
 def test_jobs_converge_under_api_faults_and_operator_kills(tmp_path):
     trial = run_trial(Trial(jobs=JOBS, kills=KILLS, faults=FaultPlan(seed=14)), tmp_path)
     assert trial.phases == trial.expected
     assert trial.starts == KILLS + 1
-    assert sum(trial.faults.injected.values()) >= FAULTS, trial.faults.injected
+    # Every kind of fault was injected many times (how many depends on the requests the run made).
+    assert all(trial.faults.injected[kind] >= FAULTS_OF_EACH_KIND for kind in ("500", "409", "429", "latency")), \
+        trial.faults.injected
     assert trial.duplicates_and_missing() == []
     assert trial.orphans() == []
     assert trial.event_errors() == [], trial.events()
