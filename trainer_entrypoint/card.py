@@ -7,11 +7,12 @@ from __future__ import annotations
 import json
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.evaluation import GateResult, MetricValue
 from kubetune.contract.output import CompletionRecord
+from kubetune.contract.report import EvaluationReport
 
 CARD_FILE = "README.md"
 
@@ -94,8 +95,6 @@ def write_card(config: TrainerConfig, evaluation: Optional[list[str]] = None) ->
     return path
 
 
-def report_evaluation(report: dict[str, Any]) -> list[str]:
+def report_evaluation(report: EvaluationReport) -> list[str]:
     """The evaluation section from an evaluation report."""
-    metrics = {name: MetricValue.model_validate(value) for name, value in report["metrics"].items()}
-    gates = [GateResult.model_validate(gate) for gate in report.get("gates", [])]
-    return evaluation_section(metrics, report.get("verdict", "NoGates"), gates)
+    return evaluation_section(report.metrics, report.verdict, report.gates)

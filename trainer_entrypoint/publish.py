@@ -1,12 +1,14 @@
 """`python -m trainer_entrypoint publish`: the publish Job's command. It uploads the model
 folder, its card included, to each spec.output.publish target the verdict allows, and leaves
 what it published (revision or ETag, URL) in its termination message. A failed upload exits
-non-zero, so the Job retries it; the model stays in the volume either way."""
+non-zero, so the Job retries it; the model stays in the volume either way. Each upload may run
+again (a new pod after one was lost) and leaves the same end state: S3 keys and claim files are
+overwritten with the same bytes, and the Hub client commits only files that changed, so the same
+model gives no new commit and the same revision."""
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -16,6 +18,7 @@ from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.failure import FailureReport
 from kubetune.contract.publish import Published, PublishSummary, PublishTarget
+from kubetune.contract.report import EvaluationReport
 
 from .errors import write_termination_message
 
@@ -69,10 +72,11 @@ PUBLISHERS: dict[str, Callable[[Path, str, PublishTarget], Published]] = {"s3": 
 
 def verdict_of(config: TrainerConfig) -> Optional[str]:
     """The verdict the evaluator wrote in its report; None when the job was not evaluated."""
+    folder = Path(config.output.evaluation)
     try:
-        return json.loads((Path(config.output.evaluation) / "report.json").read_text()).get("verdict")
-    except (OSError, ValueError):
-        return None
+        return EvaluationReport.verdict_in(folder)
+    except (OSError, ValueError) as error:
+        raise PublishError(str(folder), error) from error
 
 
 def publish(config: TrainerConfig) -> PublishSummary:

@@ -10,15 +10,12 @@ from pathlib import Path
 from typing import Any
 
 from kubetune.contract.evaluation import EvaluationSummary, MetricValue
+from kubetune.contract.report import MetricReport, ReportedValue
 
 from . import scoring
 from .intervals import paired_bootstrap
 from .samples import Sample
 from .scoring import Rows
-
-REPORT_FILE = "report.json"
-GENERATIONS_FILE = "generations.jsonl"
-
 
 @dataclass
 class ModelRun:
@@ -29,10 +26,6 @@ class ModelRun:
     scores: dict[int, dict[str, Any]] = field(default_factory=dict)  # per sample, per metric
 
 
-class MetricReport(MetricValue):
-    by_group: dict[str, MetricValue] = {}
-
-
 def combine(per_model: dict[str, dict[str, Rows]], seed: int = 0) -> dict[str, MetricReport]:
     """Each metric's tuned, base and delta, overall and by group, from each model's rows; the
     overall values with their 95 % intervals (paired bootstrap, seeded)."""
@@ -40,8 +33,8 @@ def combine(per_model: dict[str, dict[str, Rows]], seed: int = 0) -> dict[str, M
     for metric, tuned_rows in per_model["tuned"].items():
         base_rows = per_model.get("base", {}).get(metric)
         tuned, base = tuned_rows.by_group(), base_rows.by_group() if base_rows else {}
-        values = {key: MetricValue(tuned=value, base=base.get(key)) for key, value in tuned.items()}
-        overall = values.pop(scoring.ALL, MetricValue(tuned=math.nan))
+        values = {key: ReportedValue(tuned=value, base=base.get(key)) for key, value in tuned.items()}
+        overall = values.pop(scoring.ALL, ReportedValue(tuned=math.nan))
         intervals = paired_bootstrap(tuned_rows, base_rows, seed)
         combined[metric] = MetricReport(
             **overall.model_dump(exclude={"tuned_interval", "base_interval", "delta_interval", "rows"}),
@@ -60,7 +53,8 @@ def summary(metrics: dict[str, MetricReport], report_path: str) -> str:
     for name, value in metrics.items():
         if not math.isnan(value.tuned):  # a metric no row could give has no value to report
             flat[name] = MetricValue(**value.model_dump(exclude={"by_group", "delta"}))
-        flat.update({f"{name}/{group}": entry for group, entry in value.by_group.items()})
+        flat.update({f"{name}/{group}": MetricValue(**entry.model_dump(exclude={"delta"}))
+                     for group, entry in value.by_group.items()})
     return EvaluationSummary(metrics=flat, report=report_path).fitted()
 
 

@@ -7,7 +7,10 @@ kubetune imports nothing of the runtime (a test enforces both). It holds:
 - one table each for the lists that grow: methods, data formats, metrics, source schemes;
 - the typed documents that cross from one side to the other, each with one encode and one
   decode: the trainer config (`TrainerConfig`), rank 0's progress (`Progress`), the
-  evaluation summary (`EvaluationSummary`) and the completion record (`CompletionRecord`).
+  evaluation summary (`EvaluationSummary`), the evaluation report (`EvaluationReport`) and the
+  completion record (`CompletionRecord`);
+- the settings a user writes and a pod reads (model, dataset, LoRA, strategy, sampling, gates,
+  publish targets), with their defaults: the spec models derive from them.
 
 It imports pydantic and the standard library only, so both images can use it.
 """
