@@ -17,6 +17,15 @@ from kubetune import contract
 from kubetune.contract.config import SamplingConfig, TrainerConfig
 from kubetune.contract.evaluation import verdict
 from kubetune.contract.metrics import metric
+from kubetune.contract.report import (
+    GENERATIONS_FILE,
+    REPORT_FILE,
+    EvaluationReport,
+    ReportedDataset,
+    ReportedIntervals,
+    ReportedSampling,
+    ReportStamp,
+)
 
 from ..card import report_evaluation, write_card
 from ..errors import PermanentError, exit_code_for, write_termination_message
@@ -24,7 +33,7 @@ from ..sources import model_reference
 from .engines import VLLM_LORA_RANKS, Sampling, TransformersEngine, Weights, open_engine
 from .intervals import LEVEL, RESAMPLES
 from .metrics import check_applicable, needs_generation, needs_logprobs, score_rows
-from .report import GENERATIONS_FILE, REPORT_FILE, MetricReport, ModelRun, combine, summary, write_generations
+from .report import ModelRun, combine, summary, write_generations
 from .samples import Sample, load_samples, stop_strings
 from .sandbox import isolation
 
@@ -36,8 +45,7 @@ class EnginePlan:
 
 
 def sampling_of(spec: SamplingConfig, fmt: str) -> Sampling:
-    return Sampling(n=spec.n, temperature=spec.temperature, top_p=spec.top_p, max_tokens=spec.max_tokens,
-                    seed=spec.seed, stop=stop_strings(fmt))
+    return Sampling(**spec.model_dump(), stop=stop_strings(fmt))
 
 
 # --- which models, on which engines ------------------------------------------------------
@@ -151,9 +159,8 @@ def load_tokenizer(config: TrainerConfig):
 
 def keep_earlier_report(folder: Path, digest: Optional[str]) -> None:
     """A report of another spec.evaluation moves to a folder named by its digest, beside the new one."""
-    report = folder / REPORT_FILE
     try:
-        earlier = json.loads(report.read_text()).get("digest")
+        earlier = ReportStamp.decode((folder / REPORT_FILE).read_text()).digest
     except (OSError, ValueError):
         return
     if earlier and earlier != digest:
@@ -163,8 +170,8 @@ def keep_earlier_report(folder: Path, digest: Optional[str]) -> None:
                 (folder / name).replace(folder / earlier / name)
 
 
-def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
-    """Evaluate, write the report and generations; returns the metrics."""
+def evaluate(config: TrainerConfig) -> EvaluationReport:
+    """Evaluate, write the generations, the card and, last, the report; returns the report."""
     from .reward_models import evaluate_reward_model, reward_scorer
 
     started = time.monotonic()
@@ -187,22 +194,35 @@ def evaluate(config: TrainerConfig) -> dict[str, MetricReport]:
     keep_earlier_report(folder, evaluation.digest)
     write_generations(folder / GENERATIONS_FILE, samples, runs)
     results = combine(per_model, evaluation.sampling.seed)
-    report = {
-        "job": config.job.wire(), "engine": "transformers" if scores_pairs else evaluation.engine,
-        "method": config.method, "digest": evaluation.digest,
-        "dataset": {"source": where, "format": fmt, "rows": len(samples)},
-        "intervals": {"method": "paired bootstrap over rows", "resamples": RESAMPLES, "level": LEVEL,
-                      "seed": evaluation.sampling.seed},
-        "sampling": {**evaluation.sampling.wire(), "stop": sampling.stop},
-        "sandbox": isolation() if any(metric(m).needs == "code_tests" for m in metrics) else None,
-        "metrics": {name: value.wire() for name, value in results.items()},
-        "generations": str(folder / GENERATIONS_FILE), "seconds": round(time.monotonic() - started, 1),
-    }
     outcome, gates, _ = verdict(evaluation.gates, results)
-    report.update(verdict=outcome, gates=[gate.wire() for gate in gates])
-    (folder / REPORT_FILE).write_text(json.dumps(report, indent=2))
+    report = EvaluationReport(
+        digest=evaluation.digest, complete=True, job=config.job, method=config.method,
+        engine="transformers" if scores_pairs else evaluation.engine,
+        dataset=ReportedDataset(source=where, format=fmt, rows=len(samples)),
+        intervals=ReportedIntervals(resamples=RESAMPLES, level=LEVEL, seed=evaluation.sampling.seed),
+        sampling=ReportedSampling(**evaluation.sampling.model_dump(), stop=sampling.stop),
+        sandbox=isolation() if any(metric(m).needs == "code_tests" for m in metrics) else None,
+        metrics=results, generations=str(folder / GENERATIONS_FILE), verdict=outcome, gates=gates,
+        seconds=round(time.monotonic() - started, 1))
     write_card(config, report_evaluation(report))
-    return results
+    report.write(folder)  # last: a complete report means the card and generations are there too
+    return report
+
+
+def finished_report(config: TrainerConfig) -> Optional[EvaluationReport]:
+    """The complete report this evaluation already left on the volume (its pod was lost after
+    writing it), so a new pod answers from it instead of evaluating again."""
+    report = EvaluationReport.complete_in(Path(config.output.evaluation), config.evaluation.digest)
+    if report is not None:
+        print(f"kubetune: evaluation {report.digest} is already complete: answering from its report", flush=True)
+    return report
+
+
+def answer(config: TrainerConfig, report: EvaluationReport) -> str:
+    """The termination message the operator copies into status.evaluation."""
+    message = summary(report.metrics, str(Path(config.output.evaluation) / REPORT_FILE))
+    write_termination_message(message)
+    return message
 
 
 def main() -> int:
@@ -210,13 +230,12 @@ def main() -> int:
 
     try:
         config = load_config()
-        results = evaluate(config)
+        report = finished_report(config) or evaluate(config)
     except Exception as error:
         code = exit_code_for(error)
         if code is None:
             raise  # retryable: the Job retries the pod
         return code
-    message = summary(results, str(Path(config.output.evaluation) / REPORT_FILE))
-    write_termination_message(message)
+    message = answer(config, report)
     print(f"kubetune: evaluation finished: {message}", flush=True)
     return contract.EXIT_SUCCESS
