@@ -1,15 +1,21 @@
 """A local HTTP endpoint answering the Hugging Face Hub calls that `huggingface_hub` makes to
 create a repository and commit a folder to it, recording each call and every file committed.
-The real client (HfApi) is pointed at it with HF_ENDPOINT."""
+The real client (HfApi) is pointed at it with HF_ENDPOINT. As the Hub does, it tells the client
+which files it already holds (their git object ids), so the client leaves unchanged files out
+and commits nothing when none changed; a commit's id is derived from the files it leaves."""
 
 import base64
 import gzip
+import hashlib
 import json
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-COMMIT_OID = "5f2b7c0e" * 5
+
+
+def git_object_id(data: bytes) -> str:
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
 
 
 @dataclass
@@ -18,6 +24,12 @@ class Recorded:
     created: list[dict] = field(default_factory=list)  # bodies of repository creations
     files: dict[str, bytes] = field(default_factory=dict)  # committed path -> content
     tokens: set = field(default_factory=set)  # the Authorization headers seen
+    commits: list[str] = field(default_factory=list)  # commit ids, oldest first
+
+    def commit(self) -> str:
+        tree = "".join(f"{path} {git_object_id(data)}\n" for path, data in sorted(self.files.items()))
+        self.commits.append(hashlib.sha1(((self.commits or [""])[-1] + tree).encode()).hexdigest())
+        return self.commits[-1]
 
 
 def _handler(recorded: Recorded):
@@ -49,16 +61,26 @@ def _handler(recorded: Recorded):
                 return self._send({"errors": [], "warnings": []})
             if "/preupload/" in self.path:  # every file inline in the commit, none through LFS
                 files = json.loads(body)["files"]
-                return self._send({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False}
-                                             for f in files]})
+                return self._send({"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False,
+                                              "oid": self._held(f["path"])} for f in files]})
             if "/commit/" in self.path:
                 for line in body.decode().splitlines():
                     item = json.loads(line)
                     if item["key"] == "file":
                         recorded.files[item["value"]["path"]] = base64.b64decode(item["value"]["content"])
-                repo = self.path.split("/api/models/")[1].split("/commit/")[0]
-                return self._send({"commitUrl": f"{base}/{repo}/commit/{COMMIT_OID}", "commitOid": COMMIT_OID})
+                repo, oid = self.path.split("/api/models/")[1].split("/commit/")[0], recorded.commit()
+                return self._send({"commitUrl": f"{base}/{repo}/commit/{oid}", "commitOid": oid})
             return self._send({"error": f"not here: {self.path}"}, 404)
+
+        def do_GET(self):
+            recorded.calls.append(("GET", self.path))
+            if "/revision/" in self.path and recorded.commits:  # the repository's head
+                repo = self.path.split("/api/models/")[1].split("/revision/")[0]
+                return self._send({"id": repo, "sha": recorded.commits[-1], "private": True})
+            return self._send({"error": f"not here: {self.path}"}, 404)
+
+        def _held(self, path):
+            return git_object_id(recorded.files[path]) if path in recorded.files else None
 
     return Hub
 

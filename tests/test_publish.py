@@ -1,9 +1,9 @@
 """Publishing the model that passed: the publish step uploads every file of the model folder,
 its card included, to a real S3-compatible server and, with the real huggingface_hub client,
 to a local endpoint that records the Hub calls, as the verdict allows; and `kubetune run` of a
-gated job ends with the verdict in its summary and the model in the bucket."""
+gated job ends with the verdict in its summary and the model in the bucket. A publish Job run
+again (its pod was lost) uploads again and leaves every target as the first run left it."""
 
-import json
 import os
 import subprocess
 import sys
@@ -31,13 +31,23 @@ def publish_config(tmp_path, targets, verdict=None):
         (model / name).write_bytes(data)
     (model / "README.md").write_text("---\nlibrary_name: transformers\n---\n# demo\n")
     evaluation = tmp_path / "evaluation"
+    config = elastic_config({})
     if verdict:
         evaluation.mkdir()
-        (evaluation / "report.json").write_text(json.dumps({"verdict": verdict}))
-    config = elastic_config({})
+        evaluation_report(config, verdict).write(evaluation)
     output = config.output.model_copy(update={"model": str(model), "evaluation": str(evaluation),
                                               "publish": targets})
     return config.model_copy(update={"output": output}), model
+
+
+def evaluation_report(config, verdict):
+    from kubetune.contract.report import EvaluationReport, ReportedDataset, ReportedIntervals, ReportedSampling
+
+    return EvaluationReport(
+        digest="d1g35t00", complete=True, job=config.job, engine="vllm", method=config.method,
+        dataset=ReportedDataset(source="builtin://tiny", format="prompt_answer", rows=4),
+        intervals=ReportedIntervals(resamples=100, level=0.95, seed=0), sampling=ReportedSampling(),
+        metrics={}, generations="generations.jsonl", seconds=1.0, verdict=verdict)
 
 
 @pytest.fixture
@@ -119,28 +129,76 @@ def test_kubetune_run_of_a_gated_job_ends_with_the_verdict_and_the_model_in_the_
     assert files_of(run_dir / "publish" / "shared-models" / "quickstart") == files_of(model)
 
 
-def test_hf_publishing_commits_every_file_with_the_real_client_to_a_recording_endpoint(tmp_path):
-    from hub_endpoint import COMMIT_OID, HubEndpoint
-
+def run_publish(config, tmp_path, hub):
+    """`python -m trainer_entrypoint publish` as the publish pod runs it; its summary."""
     from kubetune import contract
     from kubetune.contract.publish import PublishSummary
 
-    hub = HubEndpoint()
-    try:
-        config, model = publish_config(tmp_path, [target("hf://my-org/demo")], verdict="Passed")
-        (tmp_path / "config.json").write_text(config.encode())
-        env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_secret", "HF_HUB_OFFLINE": "0",
-               contract.ENV_CONFIG: str(tmp_path / "config.json"),
-               contract.ENV_TERMINATION_LOG: str(tmp_path / "termination-log")}
-        done = subprocess.run([sys.executable, "-m", "trainer_entrypoint", "publish"], env=env, capture_output=True,
-                              text=True, timeout=120)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
-    finally:
-        hub.stop()
+    (tmp_path / "config.json").write_text(config.encode())
+    env = {**os.environ, "HF_ENDPOINT": hub.url, "HF_TOKEN": "hf_secret", "HF_HUB_OFFLINE": "0",
+           contract.ENV_CONFIG: str(tmp_path / "config.json"),
+           contract.ENV_TERMINATION_LOG: str(tmp_path / "termination-log")}
+    done = subprocess.run([sys.executable, "-m", "trainer_entrypoint", "publish"], env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    return PublishSummary.read((tmp_path / "termination-log").read_text())
+
+
+@pytest.fixture
+def hub():
+    from hub_endpoint import HubEndpoint
+
+    endpoint = HubEndpoint()
+    yield endpoint
+    endpoint.stop()
+
+
+def test_hf_publishing_commits_every_file_with_the_real_client_to_a_recording_endpoint(tmp_path, hub):
+    config, model = publish_config(tmp_path, [target("hf://my-org/demo")], verdict="Passed")
+    (published,) = run_publish(config, tmp_path, hub).published
     assert hub.recorded.created == [{"name": "demo", "organization": "my-org", "visibility": "private",
                                      "type": "model"}]
     assert hub.recorded.tokens == {"Bearer hf_secret"}
     assert hub.recorded.files == files_of(model)  # every file, the card too, byte for byte
-    (published,) = PublishSummary.read((tmp_path / "termination-log").read_text()).published
-    assert published.target == "hf://my-org/demo" and published.revision == COMMIT_OID
-    assert published.url == f"{hub.url}/my-org/demo/commit/{COMMIT_OID}" and published.files == len(files_of(model))
+    (commit,) = hub.recorded.commits
+    assert published.target == "hf://my-org/demo" and published.revision == commit
+    assert published.url == f"{hub.url}/my-org/demo/commit/{commit}" and published.files == len(files_of(model))
+
+
+def test_hf_publishing_again_commits_only_what_changed(tmp_path, hub):
+    config, model = publish_config(tmp_path, [target("hf://my-org/demo")], verdict="Passed")
+    first = run_publish(config, tmp_path, hub)
+    again = run_publish(config, tmp_path, hub)
+    assert again == first and len(hub.recorded.commits) == 1  # the same model: nothing to commit
+    assert hub.recorded.files == files_of(model)
+    (model / "README.md").write_text("---\nlibrary_name: transformers\n---\n# demo, evaluated\n")
+    (changed,) = run_publish(config, tmp_path, hub).published
+    assert len(hub.recorded.commits) == 2 and changed.revision == hub.recorded.commits[-1] != first.published[0].revision
+    assert hub.recorded.files == files_of(model)
+
+
+def test_s3_and_claim_publishing_again_leave_the_same_files_and_revision(s3_server, s3_env, tmp_path):
+    from trainer_entrypoint.publish import publish
+
+    claim = tmp_path / "claim" / "models" / "demo"
+    targets = [target("s3://published/again/demo"),
+               target("pvc://shared/models/demo").model_copy(update={"path": str(claim)})]
+    config, model = publish_config(tmp_path, targets, verdict="Passed")
+    first = publish(config)
+    listed = sorted(list_prefix(s3_server.url, "s3://published/again/"))
+    again = publish(config)
+    assert again == first and [p.revision for p in again.published] == [p.revision for p in first.published]
+    assert all(p.revision for p in again.published)
+    assert sorted(list_prefix(s3_server.url, "s3://published/again/")) == listed
+    download_prefix(s3_server.url, "s3://published/again/demo/", tmp_path / "back")
+    assert files_of(tmp_path / "back") == files_of(model) == files_of(claim)
+
+
+def test_a_report_that_cannot_be_read_stops_publishing_rather_than_counting_as_not_evaluated(s3_env, tmp_path):
+    from trainer_entrypoint.publish import PublishError, publish
+
+    config, _ = publish_config(tmp_path, [target("s3://published/unreadable")], verdict="Regressed")
+    report = tmp_path / "evaluation" / "report.json"
+    report.write_text(report.read_text()[:40])
+    with pytest.raises(PublishError, match=str(tmp_path / "evaluation")):
+        publish(config)
