@@ -13,7 +13,7 @@ from conftest import REPO, with_spec
 from kubetune.api import kube_schemas, models, reference
 from kubetune.api.crd import open_api_schema
 from kubetune.api.validation import parse_job
-from kubetune.contract.config import TrainerConfig
+from kubetune.contract.config import DataFormat, TrainerConfig
 from kubetune.contract.evaluation import EvaluationSummary, MetricValue
 from kubetune.contract.formats import FORMAT_NAMES
 from kubetune.contract.methods import METHODS
@@ -80,7 +80,7 @@ def test_each_method_names_real_trl_classes_and_data_kubetune_has(name):
 
 def test_the_api_takes_its_names_from_the_tables():
     assert models.Method.__args__ == tuple(METHODS)
-    assert models.DataFormat.__args__ == ("auto", *FORMAT_NAMES)
+    assert DataFormat.__args__ == ("auto", *FORMAT_NAMES)
     for name in ("loss", "pass@3", "pass@10", "exact_match"):
         parse_job(with_spec(evaluation={"metrics": [name], "sampling": {"n": 10}}))
     for row in METRICS:

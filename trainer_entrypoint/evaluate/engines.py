@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import gc
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Optional, Protocol
 
 # vLLM's supported LoRA ranks (vllm.config.lora.MaxLoRARanks).
@@ -23,12 +23,14 @@ TRANSFORMERS_BATCH = 8
 
 @dataclass(frozen=True)
 class Sampling:
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    seed: int = 0
-    stop: list[str] = field(default_factory=list)
+    """spec.evaluation.sampling (contract SamplingConfig, where the defaults are) and the stop strings."""
+
+    n: int
+    temperature: float
+    top_p: float
+    max_tokens: int
+    seed: int
+    stop: list[str]
 
     @property
     def greedy(self) -> bool:

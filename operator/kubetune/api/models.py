@@ -31,16 +31,22 @@ from pydantic import (
 )
 from pydantic.alias_generators import to_camel
 
-from ..contract.evaluation import Gate, GateResult, MetricValue, Verdict
-from ..contract.publish import PUBLISH_PATTERN, PUBLISH_SCHEMES, Published, When
-from ..contract.formats import FORMAT_NAMES
+from ..contract.config import (
+    DatasetSettings,
+    DistributedSettings,
+    ModelSettings,
+    PeftConfig,
+    RewardSettings,
+    SamplingConfig,
+)
+from ..contract.evaluation import GATE_BOUNDS, Gate, GateResult, MetricValue, Verdict
+from ..contract.publish import Published, PublishSettings
 from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_METHODS
 from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
 from ..contract.pod import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from ..contract.failure import FAILURE_CLASSES, FailureClass
 from ..contract.plan import StrategyChoice
 from ..contract.progress import TrainingNumbers, TrainingPhase
-from ..contract.sources import SOURCE_DESCRIPTION, SOURCE_PATTERN
 from .kube_schemas import kube_type
 
 GROUP = "kubetune.io"
@@ -57,7 +63,6 @@ CATEGORIES = ["kubetune", "ml"]
 MAX_JOB_NAME_LENGTH = 45
 
 Method = Literal[METHOD_NAMES]  # type: ignore[valid-type]
-DataFormat = Literal[("auto",) + FORMAT_NAMES]  # type: ignore[valid-type]
 
 # Kubernetes resource.Quantity: an integer or a quantity string such as "16Gi" or "500m".
 QUANTITY_PATTERN = r"^(\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE](\+|-)?(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))))?$"
@@ -142,55 +147,23 @@ class KubeModel(BaseModel):
 
 
 # --- spec ------------------------------------------------------------------------------
+# A part of the spec that the pods read too takes its fields (defaults, bounds, descriptions)
+# from the contract's definition; the spec model adds the API server's strictness and CEL rules.
 
 
-class ModelSpec(KubeModel):
-    source: str = Field(pattern=SOURCE_PATTERN, description=f"The model to train. {SOURCE_DESCRIPTION}")
-    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) of an hf:// model.")
-    tokenizer: Optional[str] = Field(
-        None, pattern=SOURCE_PATTERN, description="Tokenizer source when it differs from the model."
-    )
-    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
-        "auto", description="Weights dtype; auto picks bfloat16 on GPUs that support it, else float32."
-    )
-    trust_remote_code: bool = Field(False, description="Run the model repository's own code (transformers).")
-    attn_implementation: Optional[str] = Field(
-        None, description="transformers attn_implementation, e.g. sdpa or flash_attention_2."
-    )
+class ModelSpec(KubeModel, ModelSettings):
+    pass
 
 
-class DatasetSpec(KubeModel):
-    source: str = Field(pattern=SOURCE_PATTERN, description=f"The data. {SOURCE_DESCRIPTION}")
-    name: Optional[str] = Field(None, description="Dataset configuration (subset) name.")
-    split: str = Field("train", description="Split to train on (or, for evaluation.dataset, to evaluate on).")
-    eval_split: Optional[str] = Field(
-        None, description="Split for evaluation during training, and after it when evaluation.dataset is not set."
-    )
-    format: DataFormat = Field(
-        "auto",
-        description=(
-            "Row format. auto detects TRL's conversational and standard formats by their columns; "
-            "prompt_answer, apps and humaneval rows are converted to what the method reads."
-        ),
-    )
-    max_samples: Optional[int] = Field(None, ge=1, description="Use at most this many rows.")
+class DatasetSpec(KubeModel, DatasetSettings):
+    pass
 
 
-class PeftSpec(KubeModel):
-    method: Literal["lora", "qlora"] = Field("lora", description="lora, or qlora (4-bit base weights; needs GPUs).")
-    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
-    alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
-    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA layers.")
-    target_modules: list[str] = Field(
-        default_factory=lambda: ["all-linear"], min_length=1,
-        description="Module names to adapt; all-linear adapts every linear layer.",
-    )
-    merge_for_evaluation: bool = Field(
-        False, description="Merge the adapter into the base weights before evaluation."
-    )
+class PeftSpec(KubeModel, PeftConfig):
+    pass
 
 
-class DistributedSpec(KubeModel):
+class DistributedSpec(KubeModel, DistributedSettings):
     model_config = cel_rules(
         {"rule": "self.offload == 'none' || !(self.strategy in ['ddp', 'auto'])",
          "message": "offload needs a zero1, zero2, zero3 or fsdp strategy (auto picks offload itself)",
@@ -198,16 +171,6 @@ class DistributedSpec(KubeModel):
         {"rule": "self.offload != 'all' || self.strategy in ['zero3', 'fsdp']",
          "message": "offloading parameters (offload: all) needs strategy zero3 or fsdp",
          "fieldPath": ".offload"},
-    )
-
-    strategy: Literal["auto", "ddp", "zero1", "zero2", "zero3", "fsdp"] = Field(
-        "auto", description="auto picks from the resource plan (`kubetune plan`): ddp when everything fits one GPU, "
-                            "else DeepSpeed ZeRO-2, then ZeRO-3, then ZeRO-3 with optimizer and then parameter "
-                            "offload; the choice is in status.distributed. Or ddp (data parallel), DeepSpeed ZeRO "
-                            "stage 1, 2 or 3, or PyTorch FSDP."
-    )
-    offload: Literal["none", "optimizer", "all"] = Field(
-        "none", description="Offload optimizer state, or optimizer state and parameters, to CPU memory."
     )
 
 
@@ -318,12 +281,8 @@ class ClaimTemplateSpec(KubeModel):
     )
 
 
-class PublishSpec(KubeModel):
-    target: str = Field(pattern=PUBLISH_PATTERN, max_length=512,
-                        description="One of " + ", ".join(s.description for s in PUBLISH_SCHEMES.values()) + ".")
-    when: When = Field("gatesPassed", description="gatesPassed: only a model whose gates passed (a job without "
-                                                    "gates counts as passed); always: whatever the verdict.")
-    private: bool = Field(True, description="Create a hf:// repository as private.")
+class PublishSpec(KubeModel, PublishSettings):
+    pass
 
 
 class OutputSpec(KubeModel):
@@ -345,25 +304,15 @@ class OutputSpec(KubeModel):
         description="Where to upload the trained model and its card after the verdict; the model stays in the claim.")
 
 
-class RewardSpec(KubeModel):
+class RewardSpec(KubeModel, RewardSettings):
     model_config = cel_rules(
         {"rule": "has(self.function) != has(self.model)",
          "message": "a reward is either a built-in function or a reward model", "fieldPath": ".function"},
     )
 
-    function: Optional[str] = Field(
-        None, pattern=r"^[a-z_][a-z0-9_]*$", description="A built-in reward function, e.g. accuracy_reward."
-    )
-    model: Optional[str] = Field(None, pattern=SOURCE_PATTERN, description=f"A reward model. {SOURCE_DESCRIPTION}")
-    weight: float = Field(1.0, description="Weight of this reward in the sum (TRL reward_weights).")
 
-
-class SamplingSpec(KubeModel):
-    n: int = Field(1, ge=1, le=1024, description="Samples per prompt.")
-    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
-    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling probability mass.")
-    max_tokens: int = Field(256, ge=1, description="Most tokens generated per sample.")
-    seed: int = Field(0, description="Sampling seed.")
+class SamplingSpec(KubeModel, SamplingConfig):
+    pass
 
 
 class EvaluationResourcesSpec(KubeModel):
@@ -379,23 +328,11 @@ class EvaluationResourcesSpec(KubeModel):
     )
 
 
-GATE_BOUNDS = ("minDelta", "maxDelta", "min", "max")
-
-
-class GateSpec(KubeModel):
+class GateSpec(KubeModel, Gate):
     model_config = cel_rules(
-        {"rule": " + ".join(f"(has(self.{bound}) ? 1 : 0)" for bound in GATE_BOUNDS) + " == 1",
+        {"rule": " + ".join(f"(has(self.{bound}) ? 1 : 0)" for bound in GATE_BOUNDS.values()) + " == 1",
          "message": "a gate sets exactly one of minDelta, maxDelta, min and max", "fieldPath": ".minDelta"},
     )
-
-    metric: str = Field(pattern=METRIC_PATTERN, max_length=32, description="One of spec.evaluation.metrics.")
-    min_delta: Optional[float] = Field(None, description="Passes when tuned - base is at least this.")
-    max_delta: Optional[float] = Field(None, description="Passes when tuned - base is at most this (for a loss).")
-    min: Optional[float] = Field(None, description="Passes when the tuned value is at least this.")
-    max: Optional[float] = Field(None, description="Passes when the tuned value is at most this.")
-    confident: bool = Field(
-        False, description="Judge the 95 % interval instead of the value: all of it must lie beyond the bound "
-                           "(for minDelta 0, its lower end above 0), so noise does not pass.")
 
 
 class EvaluationSpec(KubeModel):
@@ -437,8 +374,8 @@ class EvaluationSpec(KubeModel):
         return hashlib.sha256(settings.encode()).hexdigest()[:8]
 
     def contract_gates(self) -> list[Gate]:
-        """The gates as the evaluator and the lifecycle judge them."""
-        return [Gate(**gate.model_dump()) for gate in self.gates]
+        """The gates as the evaluator and the lifecycle judge them: each GateSpec is a contract Gate."""
+        return list(self.gates)
 
     @field_validator("metrics")
     @classmethod

@@ -9,13 +9,21 @@ from typing import Any, Literal, Optional
 
 from pydantic import Field
 
+from .distributed import STRATEGIES
 from .document import Document
 from .evaluation import Gate
+from .formats import FORMAT_NAMES
 from .publish import PublishTarget
 from .methods import METHOD_NAMES, METHODS, Method
-from .sources import Location
+from .plan import Offload
+from .sources import SOURCE_DESCRIPTION, SOURCE_PATTERN, Location
 
 KIND = "TrainerConfig"
+
+# The settings below are written once, here, with their defaults and descriptions: the spec
+# models (kubetune.api.models) derive from them, and the CRD documents them.
+DataFormat = Literal[("auto",) + FORMAT_NAMES]  # type: ignore[valid-type]
+Strategy = Literal[STRATEGIES]  # type: ignore[valid-type]
 
 
 class JobRef(Document):
@@ -24,46 +32,88 @@ class JobRef(Document):
     uid: Optional[str] = None
 
 
-class ModelConfig(Document):
-    source: str
+class ModelSettings(Document):
+    source: str = Field(pattern=SOURCE_PATTERN, description=f"The model to train. {SOURCE_DESCRIPTION}")
+    revision: Optional[str] = Field(None, description="Hub revision (branch, tag or commit) of an hf:// model.")
+    tokenizer: Optional[str] = Field(
+        None, pattern=SOURCE_PATTERN, description="Tokenizer source when it differs from the model."
+    )
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = Field(
+        "auto", description="Weights dtype; auto picks bfloat16 on GPUs that support it, else float32."
+    )
+    trust_remote_code: bool = Field(False, description="Run the model repository's own code (transformers).")
+    attn_implementation: Optional[str] = Field(
+        None, description="transformers attn_implementation, e.g. sdpa or flash_attention_2."
+    )
+
+
+class ModelConfig(ModelSettings):
     location: Location
-    revision: Optional[str] = None
-    tokenizer: Optional[str] = None
     tokenizer_location: Optional[Location] = None
-    dtype: str = "auto"
-    trust_remote_code: bool = False
-    attn_implementation: Optional[str] = None
 
 
-class DatasetConfig(Document):
-    source: str
+class DatasetSettings(Document):
+    source: str = Field(pattern=SOURCE_PATTERN, description=f"The data. {SOURCE_DESCRIPTION}")
+    name: Optional[str] = Field(None, description="Dataset configuration (subset) name.")
+    split: str = Field("train", description="Split to train on (or, for evaluation.dataset, to evaluate on).")
+    eval_split: Optional[str] = Field(
+        None, description="Split for evaluation during training, and after it when evaluation.dataset is not set."
+    )
+    format: DataFormat = Field(
+        "auto",
+        description=(
+            "Row format. auto detects TRL's conversational and standard formats by their columns; "
+            "prompt_answer, apps and humaneval rows are converted to what the method reads."
+        ),
+    )
+    max_samples: Optional[int] = Field(None, ge=1, description="Use at most this many rows.")
+
+
+class DatasetConfig(DatasetSettings):
     location: Location
-    name: Optional[str] = None
-    split: str = "train"
-    eval_split: Optional[str] = None
-    format: str = "auto"
-    max_samples: Optional[int] = None
 
 
 class PeftConfig(Document):
-    method: str = "lora"
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_modules: list[str] = Field(default_factory=lambda: ["all-linear"])
-    merge_for_evaluation: bool = False
+    method: Literal["lora", "qlora"] = Field("lora", description="lora, or qlora (4-bit base weights; needs GPUs).")
+    r: int = Field(16, ge=1, le=1024, description="LoRA rank.")
+    alpha: int = Field(32, ge=1, description="LoRA alpha (the update is scaled by alpha / r).")
+    dropout: float = Field(0.05, ge=0, lt=1, description="Dropout on the LoRA layers.")
+    target_modules: list[str] = Field(
+        default_factory=lambda: ["all-linear"], min_length=1,
+        description="Module names to adapt; all-linear adapts every linear layer.",
+    )
+    merge_for_evaluation: bool = Field(
+        False, description="Merge the adapter into the base weights before evaluation."
+    )
 
 
-class RewardConfig(Document):
-    function: Optional[str] = None
-    model: Optional[str] = None
+class RewardSettings(Document):
+    function: Optional[str] = Field(
+        None, pattern=r"^[a-z_][a-z0-9_]*$", description="A built-in reward function, e.g. accuracy_reward."
+    )
+    model: Optional[str] = Field(None, pattern=SOURCE_PATTERN, description=f"A reward model. {SOURCE_DESCRIPTION}")
+    weight: float = Field(1.0, description="Weight of this reward in the sum (TRL reward_weights).")
+
+
+class RewardConfig(RewardSettings):
     location: Optional[Location] = None  # of the model
-    weight: float = 1.0
 
 
-class DistributedConfig(Document):
-    strategy: str = "ddp"  # auto: each rank picks from the plan (contract.plan) once it knows its GPU
-    offload: str = "none"
+class DistributedSettings(Document):
+    strategy: Strategy = Field(
+        "auto", description="auto picks from the resource plan (`kubetune plan`): ddp when everything fits one GPU, "
+                            "else DeepSpeed ZeRO-2, then ZeRO-3, then ZeRO-3 with optimizer and then parameter "
+                            "offload; the choice is in status.distributed. Or ddp (data parallel), DeepSpeed ZeRO "
+                            "stage 1, 2 or 3, or PyTorch FSDP."
+    )
+    offload: Offload = Field(
+        "none", description="Offload optimizer state, or optimizer state and parameters, to CPU memory."
+    )
+
+
+class DistributedConfig(DistributedSettings):
+    """auto: each rank picks from the plan (contract.plan) once it knows its GPU."""
+
     gpu: Optional[str] = None  # the GPU the pods' placement names (contract.gpus), when it does
     gpu_memory_bytes: Optional[int] = None
     planned_world_size: Optional[int] = None  # ranks auto plans for (an elastic job's fewest)
@@ -78,11 +128,11 @@ class ElasticConfig(Document):
 
 
 class SamplingConfig(Document):
-    n: int = 1
-    temperature: float = 0.0
-    top_p: float = 1.0
-    max_tokens: int = 256
-    seed: int = 0
+    n: int = Field(1, ge=1, le=1024, description="Samples per prompt.")
+    temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling probability mass.")
+    max_tokens: int = Field(256, ge=1, description="Most tokens generated per sample.")
+    seed: int = Field(0, description="Sampling seed.")
 
 
 class EvaluationConfig(Document):

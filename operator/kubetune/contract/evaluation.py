@@ -9,6 +9,7 @@ from typing import Literal, Optional
 from pydantic import ConfigDict, Field, model_validator
 
 from .document import Document
+from .metrics import METRIC_PATTERN
 from .pod import TERMINATION_MESSAGE_LIMIT
 
 
@@ -52,21 +53,26 @@ class EvaluationSummary(Document):
 
 
 
+# Each bound of a gate, as its field and as the spec writes it.
+GATE_BOUNDS = {"min_delta": "minDelta", "max_delta": "maxDelta", "min": "min", "max": "max"}
+
+
 class Gate(Document):
     """A bound on a metric (min, max) or on its difference from the base model (minDelta, maxDelta)."""
 
-    metric: str
-    min_delta: Optional[float] = None
-    max_delta: Optional[float] = None
-    min: Optional[float] = None
-    max: Optional[float] = None
-    confident: bool = False
+    metric: str = Field(pattern=METRIC_PATTERN, max_length=32, description="One of spec.evaluation.metrics.")
+    min_delta: Optional[float] = Field(None, description="Passes when tuned - base is at least this.")
+    max_delta: Optional[float] = Field(None, description="Passes when tuned - base is at most this (for a loss).")
+    min: Optional[float] = Field(None, description="Passes when the tuned value is at least this.")
+    max: Optional[float] = Field(None, description="Passes when the tuned value is at most this.")
+    confident: bool = Field(
+        False, description="Judge the 95 % interval instead of the value: all of it must lie beyond the bound "
+                           "(for minDelta 0, its lower end above 0), so noise does not pass.")
 
     @property
     def bound(self) -> tuple[str, float]:
-        return next((name, number) for name, number in (
-            ("minDelta", self.min_delta), ("maxDelta", self.max_delta), ("min", self.min), ("max", self.max))
-            if number is not None)
+        return next((wire, getattr(self, field)) for field, wire in GATE_BOUNDS.items()
+                    if getattr(self, field) is not None)
 
 
 class GateResult(Document):

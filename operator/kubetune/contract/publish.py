@@ -41,10 +41,15 @@ PUBLISH_PATTERN = "^(" + "|".join(s.pattern for s in PUBLISH_SCHEMES.values()) +
 When = Literal["gatesPassed", "always"]
 
 
-class PublishTarget(Document):
-    target: str
-    when: When = "gatesPassed"
-    private: bool = True
+class PublishSettings(Document):
+    target: str = Field(pattern=PUBLISH_PATTERN, max_length=512,
+                        description="One of " + ", ".join(s.description for s in PUBLISH_SCHEMES.values()) + ".")
+    when: When = Field("gatesPassed", description="gatesPassed: only a model whose gates passed (a job without "
+                                                    "gates counts as passed); always: whatever the verdict.")
+    private: bool = Field(True, description="Create a hf:// repository as private.")
+
+
+class PublishTarget(PublishSettings):
     path: Optional[str] = None  # where a target on a claim is, inside the publish pod
 
     def applies(self, verdict: Optional[str]) -> bool:
