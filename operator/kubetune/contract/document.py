@@ -22,6 +22,13 @@ class Document(BaseModel):
         return self.model_dump_json(by_alias=True, exclude_none=True, indent=indent)
 
     @classmethod
+    def of(cls: type[D], settings: BaseModel, **more: Any) -> D:
+        """This document from a model that shares its fields (a spec model derived from it), plus
+        the fields only this document has."""
+        shared = settings.model_dump(include=set(cls.model_fields) & set(type(settings).model_fields))
+        return cls.model_validate({**shared, **more})
+
+    @classmethod
     def decode(cls: type[D], text: Union[str, bytes]) -> D:
         return cls.model_validate_json(text)
 

@@ -77,7 +77,7 @@ def resolved_sources(
 
 
 def _dataset(spec: DatasetSpec, location: Location) -> DatasetConfig:
-    return DatasetConfig(**spec.model_dump(), location=location)
+    return DatasetConfig.of(spec, location=location)
 
 
 def distributed_config(job: FineTuneJob, node_selector: Mapping[str, str]) -> DistributedConfig:
@@ -85,9 +85,9 @@ def distributed_config(job: FineTuneJob, node_selector: Mapping[str, str]) -> Di
     `auto`: a rank that cannot tell reads its own device)."""
     resources = job.spec.resources
     gpu = gpu_for_pods(node_selector, resources.gpu_resource_name) if resources.gpus_per_node else None
-    return DistributedConfig(strategy=job.spec.distributed.strategy, offload=job.spec.distributed.offload,
-                             gpu=gpu.name if gpu else None, gpu_memory_bytes=gpu.memory_bytes if gpu else None,
-                             planned_world_size=resources.planned_ranks)
+    return DistributedConfig.of(job.spec.distributed, gpu=gpu.name if gpu else None,
+                                gpu_memory_bytes=gpu.memory_bytes if gpu else None,
+                                planned_world_size=resources.planned_ranks)
 
 
 def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocation],
@@ -100,24 +100,23 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         return sources[field].location if field in sources else None
 
     paths = output_paths(output_location(job)).model_copy(update={"publish": [
-        PublishTarget(**target.model_dump(), path=published_path(target.target)) for target in spec.output.publish]})
+        PublishTarget.of(target, path=published_path(target.target)) for target in spec.output.publish]})
     evaluation = spec.evaluation
     return TrainerConfig(
         api_version=job.api_version,
         job=JobRef(name=job.metadata.name, namespace=job.metadata.namespace, uid=job.metadata.uid),
         method=spec.method,
-        model=ModelConfig(**spec.model.model_dump(), location=location("spec.model.source"),
-                          tokenizer_location=location("spec.model.tokenizer")),
+        model=ModelConfig.of(spec.model, location=location("spec.model.source"),
+                             tokenizer_location=location("spec.model.tokenizer")),
         dataset=_dataset(spec.dataset, location("spec.dataset.source")),
         training={**spec.training, **managed_training_args(job, paths)},
-        peft=PeftConfig(**spec.peft.model_dump()) if spec.peft else None,
-        rewards=[RewardConfig(**reward.model_dump(), location=location(f"spec.rewards[{index}].model"))
+        peft=PeftConfig.of(spec.peft) if spec.peft else None,
+        rewards=[RewardConfig.of(reward, location=location(f"spec.rewards[{index}].model"))
                  for index, reward in enumerate(spec.rewards or [])],
         distributed=distributed_config(job, node_selector or {}),
         elastic=ElasticConfig(global_batch_size=kept_global_batch(spec)) if spec.resources.elastic else None,
-        evaluation=EvaluationConfig(
-            **evaluation.model_dump(exclude={"enabled", "resources", "dataset", "gates", "on_regression"}),
-            dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))
-            if evaluation.dataset else None, gates=evaluation.contract_gates(), digest=evaluation.digest()),
+        evaluation=EvaluationConfig.of(
+            evaluation, dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))
+            if evaluation.dataset else None, digest=evaluation.digest()),
         output=paths,
     )
