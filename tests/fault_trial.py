@@ -127,6 +127,8 @@ class Trial:
     # After every job was deleted: the operator's per-job metric series, and what it still keeps.
     job_series_left: list = field(default_factory=list)
     kept_left: dict = field(default_factory=dict)
+    # ... and what the API server itself still holds of them (its garbage collection's part).
+    stored_left: list = field(default_factory=list)
 
     def duplicates_and_missing(self) -> list[tuple[str, str, int]]:
         """(job, kind, count) for every child that is not there exactly once."""
@@ -215,6 +217,7 @@ def forget_all(harness: Harness, operator: OperatorProcess, names: list[str], tr
         text = operator.metrics()
         trial.job_series_left = [line for line in text.splitlines() if 'job="' in line and not line.startswith("#")]
         trial.kept_left = {what: float(count) for what, count in KEPT.findall(text) if float(count)}
-        if text and not trial.job_series_left and not trial.kept_left:
+        trial.stored_left = sorted(key for key in stored(harness) if key[0] in CHILDREN + ("Job", "FineTuneJob"))
+        if text and not trial.job_series_left and not trial.kept_left and not trial.stored_left:
             return
         time.sleep(0.5)

@@ -21,7 +21,9 @@ def test_jobs_converge_under_api_faults_and_operator_kills(tmp_path):
     assert trial.orphans() == []
     assert trial.event_errors() == [], trial.events()
     # Deleted jobs leave nothing behind in the operator: no metric series, no cache entry, no lock.
-    assert trial.job_series_left == [] and trial.kept_left == {}, (trial.job_series_left, trial.kept_left)
+    assert trial.job_series_left == [] and trial.kept_left == {}, \
+        (trial.job_series_left, trial.kept_left, trial.stored_left)
+    assert trial.stored_left == []  # the API server collected every child (else the cache was right to keep it)
     # Each retried failure is one warning line; nothing raised a traceback.
     assert "Traceback" not in trial.log, trial.log[-4000:]
     assert "retrying in" in trial.log
