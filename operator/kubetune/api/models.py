@@ -19,6 +19,7 @@ import hashlib
 import re
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
+import pydantic_core
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -34,6 +35,7 @@ from pydantic.alias_generators import to_camel
 from ..contract.config import (
     DatasetSettings,
     DistributedSettings,
+    EvaluationSettings,
     ModelSettings,
     PeftConfig,
     RewardSettings,
@@ -42,7 +44,7 @@ from ..contract.config import (
 from ..contract.evaluation import GATE_BOUNDS, Gate, GateResult, MetricValue, Verdict
 from ..contract.publish import Published, PublishSettings
 from ..contract.methods import METHOD_NAMES, METHODS, REWARD_METHODS, SCORING_METHODS
-from ..contract.metrics import METRIC_PATTERN, METRICS, REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
+from ..contract.metrics import REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, Metric
 from ..contract.pod import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from ..contract.failure import FAILURE_CLASSES, FailureClass
 from ..contract.plan import StrategyChoice
@@ -335,7 +337,7 @@ class GateSpec(KubeModel, Gate):
     )
 
 
-class EvaluationSpec(KubeModel):
+class EvaluationSpec(KubeModel, EvaluationSettings):
     model_config = cel_rules(
         {"rule": "self.gates.all(g, g.metric in self.metrics)",
          "message": "a gate's metric must be one of spec.evaluation.metrics", "fieldPath": ".gates"},
@@ -344,17 +346,14 @@ class EvaluationSpec(KubeModel):
          "fieldPath": ".gates"},
     )
 
+    # The contract's field as the spec's stricter model; it keeps its place before metrics, whose
+    # validator reads it.
+    sampling: SamplingSpec = Field(
+        default_factory=SamplingSpec, description=EvaluationSettings.model_fields["sampling"].description)
     enabled: bool = Field(True, description="Evaluate the trained model after training.")
-    engine: Literal["vllm", "transformers"] = Field("vllm", description="Generation engine.")
     dataset: Optional[DatasetSpec] = Field(
         None, description="Evaluation data; defaults to the training dataset's evalSplit."
     )
-    sampling: SamplingSpec = Field(default_factory=SamplingSpec, description="How completions are sampled.")
-    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]] = Field(
-        default_factory=lambda: ["loss"], max_length=32,
-        description=", ".join(m.name for m in METRICS) + " (a pass@k needs sampling.n >= k).",
-    )
-    compare_base: bool = Field(False, description="Also evaluate the base model and report the difference.")
     gates: list[GateSpec] = Field(
         default_factory=list, max_length=16,
         description="What the tuned model must reach; the verdict (status.evaluation.verdict and the GatesPassed "
@@ -362,16 +361,24 @@ class EvaluationSpec(KubeModel):
     on_regression: Literal["keep", "fail"] = Field(
         "keep", description="keep: a job whose gates fail still succeeds, with verdict Regressed; fail: it ends "
                             "Failed with reason Regressed.")
-    timeout_seconds_per_sample: float = Field(10, gt=0, description="Time limit for each executed code sample.")
     resources: EvaluationResourcesSpec = Field(
         default_factory=EvaluationResourcesSpec, description="The evaluation pod's GPUs, resources and placement."
     )
 
+    # What the digest covers, in the order it always read them (the fields' order before the
+    # spec shared EvaluationSettings): a job's evaluation Job is named after the digest, so a
+    # reordering of the fields must not change it.
+    DIGESTED: ClassVar[tuple[str, ...]] = (
+        "engine", "dataset", "sampling", "metrics", "compare_base", "gates", "on_regression",
+        "timeout_seconds_per_sample")
+
     def digest(self) -> str:
         """Identifies what is evaluated and how (not where it runs): an edit of it evaluates the
         trained model again."""
-        settings = self.model_dump_json(by_alias=True, exclude={"enabled", "resources"})
-        return hashlib.sha256(settings.encode()).hexdigest()[:8]
+        dumped = self.model_dump(mode="json", by_alias=True, include=set(self.DIGESTED))
+        aliases = [type(self).model_fields[name].alias for name in self.DIGESTED]
+        settings = pydantic_core.to_json({alias: dumped[alias] for alias in aliases})
+        return hashlib.sha256(settings).hexdigest()[:8]
 
     def contract_gates(self) -> list[Gate]:
         """The gates as the evaluator and the lifecycle judge them: each GateSpec is a contract Gate."""

@@ -5,7 +5,7 @@ trainer image older than the operator says so instead of ignoring a setting."""
 
 from __future__ import annotations
 
-from typing import Any, Literal, Optional
+from typing import Annotated, Any, Literal, Optional
 
 from pydantic import Field
 
@@ -15,6 +15,7 @@ from .evaluation import Gate
 from .formats import FORMAT_NAMES
 from .publish import PublishTarget
 from .methods import METHOD_NAMES, METHODS, Method
+from .metrics import METRIC_PATTERN, METRICS
 from .plan import Offload
 from .sources import SOURCE_DESCRIPTION, SOURCE_PATTERN, Location
 
@@ -135,13 +136,19 @@ class SamplingConfig(Document):
     seed: int = Field(0, description="Sampling seed.")
 
 
-class EvaluationConfig(Document):
-    engine: str = "vllm"
+class EvaluationSettings(Document):
+    engine: Literal["vllm", "transformers"] = Field("vllm", description="Generation engine.")
+    sampling: SamplingConfig = Field(default_factory=SamplingConfig, description="How completions are sampled.")
+    metrics: list[Annotated[str, Field(pattern=METRIC_PATTERN, max_length=32)]] = Field(
+        default_factory=lambda: ["loss"], max_length=32,
+        description=", ".join(m.name for m in METRICS) + " (a pass@k needs sampling.n >= k).",
+    )
+    compare_base: bool = Field(False, description="Also evaluate the base model and report the difference.")
+    timeout_seconds_per_sample: float = Field(10, gt=0, description="Time limit for each executed code sample.")
+
+
+class EvaluationConfig(EvaluationSettings):
     dataset: Optional[DatasetConfig] = None  # None: the training dataset's evalSplit
-    sampling: SamplingConfig = Field(default_factory=SamplingConfig)
-    metrics: list[str] = Field(default_factory=lambda: ["loss"])
-    compare_base: bool = False
-    timeout_seconds_per_sample: float = 10
     gates: list[Gate] = Field(default_factory=list)  # judged by the evaluator for the model card
     digest: Optional[str] = None  # which spec.evaluation this is: a report of another one is kept aside
 
