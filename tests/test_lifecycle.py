@@ -1,6 +1,7 @@
 """The lifecycle as a table: spec + status + observed children -> phase, conditions, actions."""
 
 import json
+from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 
 import jsonschema
@@ -13,9 +14,11 @@ from kubetune.api.validation import parse_job
 from kubetune.contract.failure import FAILURE_CLASSES, FailureReport
 from kubetune.contract.plan import StrategyChoice
 from kubetune.contract.progress import Progress
-from kubetune.lifecycle import Action, Observed, Termination, WorkerPod, WorkerSet, EvaluationRun
+from kubetune.lifecycle import (Action, ConditionType, EvaluationRun, Observed, Phase, Termination, WorkerPod,
+                                WorkerSet)
 from kubetune.lifecycle import decide as decide_typed
 from kubetune.lifecycle import evaluation_run, worker_pod
+from kubetune.lifecycle.observed import RESULT_GRACE_SECONDS
 
 NOW = datetime(2026, 1, 1, 12, 0, 0, tzinfo=timezone.utc)
 
@@ -64,6 +67,13 @@ def condition(kind, status, reason):
     return {"type": kind, "status": status, "reason": reason}
 
 
+@dataclass(frozen=True)
+class Absent:
+    """In a table row: a condition type, or an action, that the decision must not have."""
+
+    what: object
+
+
 def holds(kind, status, reason, since, message=""):
     """A condition already in the stored status."""
     return {**condition(kind, status, reason), "message": message, "lastTransitionTime": since}
@@ -101,9 +111,16 @@ def stalled_pods(step=40, phase="training"):
                 progress=Progress(step=step, phase=phase))
 
 
+# Every worker runs on, and nothing is restarted.
+QUIET_WATCHDOG_CONDITIONS = [condition("Running", "True", "WorkersRunning"), Absent("Stalled")]
+QUIET_WATCHDOG_ACTIONS = [Action("ensure_training_objects"), Action("scale_workers", 2),
+                          Absent(Action("restart_workers"))]
+
+
 EVAL_SUMMARY = json.dumps({"metrics": {"loss": {"tuned": 1.5, "base": 2.0}, "exact_match": {"tuned": 0.25}},
                            "report": "/output/evaluation/report.json"})
 TWO_NODES = {"resources": {"nodes": 2}}
+EVALUATING = {"phase": "Evaluating", "conditions": [holds("Trained", "True", "TrainingSucceeded", ago(5))]}
 
 
 PUBLISHED = json.dumps({"published": [{"target": "s3://models/demo", "revision": "9b2cf535f27731c974343645a3985328",
@@ -296,9 +313,10 @@ TABLE = [
      Observed(NOW, **stalled_pods()), "Training", [condition("Stalled", "True", "NoProgress")],
      [Action("restart_workers")]),
     ("a step that moves is progress", TWO_NODES, training_for(2000, 1800),
-     Observed(NOW, **stalled_pods(step=41)), "Training", [], []),
+     Observed(NOW, **stalled_pods(step=41)), "Training", QUIET_WATCHDOG_CONDITIONS, QUIET_WATCHDOG_ACTIONS),
     ("a checkpoint save gets twice the deadline", TWO_NODES, training_for(4000, 1800),
-     Observed(NOW, **stalled_pods(phase="checkpointing")), "Training", [], []),
+     Observed(NOW, **stalled_pods(phase="checkpointing")), "Training", QUIET_WATCHDOG_CONDITIONS,
+     QUIET_WATCHDOG_ACTIONS),
     ("no first step within startupDeadlineSeconds", TWO_NODES, training_for(3600),
      Observed(NOW, WorkerSet(2, 2), (running(), running("demo-worker-1"))), "Training",
      [condition("Stalled", "True", "NoProgress")], [Action("restart_workers")]),
@@ -306,11 +324,32 @@ TABLE = [
      training_for(2000, 1800, restarts=1), Observed(NOW, **stalled_pods()),
      "Failed", [condition("Failed", "True", "Stalled")], [Action("scale_workers", 0)]),
     ("progressDeadlineSeconds 0 turns the watchdog off", {"runPolicy": {"progressDeadlineSeconds": 0}, **TWO_NODES},
-     training_for(90000, 90000), Observed(NOW, **stalled_pods()), "Training", [], []),
+     training_for(90000, 90000), Observed(NOW, **stalled_pods()), "Training", QUIET_WATCHDOG_CONDITIONS,
+     QUIET_WATCHDOG_ACTIONS),
     ("an evaluator that cannot pull its image says so", {}, {"phase": "Evaluating", "conditions": [
         holds("Trained", "True", "TrainingSucceeded", ago(5))]},
      Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(pod=waiting("ErrImagePull", "not found", "demo-eval-x"))),
      "Evaluating", [condition("Evaluated", "False", "ErrImagePull")], [Action("ensure_evaluation_job")]),
+    # --- a batch Job that completed with its pod gone ---
+    ("a completed evaluation whose pod is gone runs again", {}, EVALUATING,
+     Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS))),
+     "Evaluating", [condition("Evaluated", "False", "EvaluationResultLost")],
+     [Action("delete_evaluation_job"), Absent(Action("ensure_evaluation_job"))]),
+    ("a completed evaluation's pod may reach the cache late", {}, EVALUATING,
+     Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS - 1))),
+     "Evaluating", [Absent("Evaluated")], [Action("ensure_evaluation_job"), Absent(Action("delete_evaluation_job"))]),
+    ("a completed evaluation whose pod is still there is read, however late", {}, EVALUATING,
+     Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=EVAL_SUMMARY,
+                                                          pod=exited(0, EVAL_SUMMARY, "demo-eval-x"),
+                                                          completed_at=ago(3600))),
+     "Succeeded", [condition("Evaluated", "True", "EvaluationSucceeded")], [Absent(Action("delete_evaluation_job"))]),
+    ("a completed publish whose pod is gone uploads again",
+     *publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS))),
+     "Publishing", [condition("Published", "False", "PublishResultLost")],
+     [Action("delete_publish_job"), Absent(Action("ensure_publish_job"))]),
+    ("a completed publish's pod may reach the cache late",
+     *publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS - 1))),
+     "Publishing", [Absent("Published")], [Action("ensure_publish_job"), Absent(Action("delete_publish_job"))]),
 ]
 
 
@@ -318,12 +357,19 @@ TABLE = [
 def test_transition(case, spec, status, observed, phase, conditions, actions):
     decision = decide(parse_job(with_spec(**spec)), [], status, observed, generation=4)
     assert decision.phase == phase == decision.status["phase"]
+    kinds = [c["type"] for c in decision.status["conditions"]]
     for expected in conditions:
+        if isinstance(expected, Absent):
+            assert expected.what not in kinds, decision.status["conditions"]
+            continue
         actual = next(c for c in decision.status["conditions"] if c["type"] == expected["type"])
         assert {k: actual[k] for k in expected} == expected, actual
         assert actual["observedGeneration"] == 4
     for action in actions:
-        assert action in decision.actions, decision.actions
+        if isinstance(action, Absent):
+            assert action.what not in decision.actions, decision.actions
+        else:
+            assert action in decision.actions, decision.actions
 
 
 def test_every_status_the_table_writes_is_valid_under_the_crd_schema():
@@ -413,10 +459,8 @@ def test_every_phase_and_condition_type_is_reached_by_the_table():
         decision = decide(parse_job(with_spec(**spec)), [], status, observed)
         phases.add(decision.phase)
         kinds |= {c["type"] for c in decision.status["conditions"]}
-    assert phases == {"Pending", "Initializing", "Training", "Evaluating", "Publishing", "Succeeded", "Failed",
-                      "Suspended"}
-    assert kinds == {"Created", "Running", "Restarting", "Stalled", "Suspended", "Trained", "Evaluated", "GatesPassed",
-                     "Succeeded", "Failed"}
+    assert phases == set(Phase)
+    assert kinds == set(ConditionType)
 
 
 def test_every_failure_class_is_reached_by_the_table():
@@ -598,3 +642,77 @@ def test_a_succeeded_batch_job_waits_for_its_pods_result_to_reach_the_cache():
         holds("Trained", "True", "TrainingSucceeded", ago(5))]}, Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(
             succeeded=True, pod=running("demo-eval-x"))))
     assert evaluation_early.phase == "Evaluating" and "evaluation" not in evaluation_early.status
+
+
+PULL_BACKOFF = 'Back-off pulling image "trainer:9"'
+NO_GPU = "0/12 nodes are available: 12 Insufficient nvidia.com/gpu."
+WAITING_TABLE = [
+    # (case, nodes, pods that do not run, claim pending, the condition that says why, its reason and message)
+    ("one pod, one reason", 2, (waiting("ImagePullBackOff", PULL_BACKOFF),), None,
+     "Running", "ImagePullBackOff", f"demo-worker-1: {PULL_BACKOFF}"),
+    ("two reasons, each with its pods", 3,
+     (waiting("ImagePullBackOff", PULL_BACKOFF, "demo-worker-0"), unschedulable(NO_GPU, "demo-worker-1"),
+      unschedulable(NO_GPU, "demo-worker-2")), None,
+     "Running", "ImagePullBackOff",
+     f"demo-worker-0: {PULL_BACKOFF}; also Unschedulable: demo-worker-1, demo-worker-2: {NO_GPU}"),
+    ("a reason no wait can fix comes first", 2,
+     (unschedulable(NO_GPU, "demo-worker-0"), waiting("InvalidImageName", "couldn't parse image name \"T\"")), None,
+     "Failed", "ImagePull",
+     f"demo-worker-1: couldn't parse image name \"T\"; also Unschedulable: demo-worker-0: {NO_GPU}"),
+    ("the claim that does not bind is one more reason", 1, (unschedulable(NO_GPU, "demo-worker-0"),),
+     "persistentvolumeclaim demo-output is Pending (not bound to a volume)",
+     "Running", "Unschedulable", f"demo-worker-0: {NO_GPU}; also ClaimPending: persistentvolumeclaim demo-output is "
+                                 "Pending (not bound to a volume)"),
+    ("a claim a running worker mounted is bound", 2, (running("demo-worker-0"), unschedulable(NO_GPU)),
+     "persistentvolumeclaim demo-output is Pending (not bound to a volume)",
+     "Running", "Unschedulable", f"demo-worker-1: {NO_GPU}"),
+    ("many pods of one reason are counted, not all named", 6,
+     tuple(unschedulable(NO_GPU, f"demo-worker-{i}") for i in range(6)), None,
+     "Running", "Unschedulable", f"demo-worker-0, demo-worker-1, demo-worker-2, demo-worker-3 and 2 more: {NO_GPU}"),
+]
+
+
+@pytest.mark.parametrize("case,nodes,pods,claim,kind,reason,message", WAITING_TABLE,
+                         ids=[row[0] for row in WAITING_TABLE])
+def test_every_waiting_reason_is_named_with_its_pods(case, nodes, pods, claim, kind, reason, message):
+    decision = decide(parse_job(with_spec(resources={"nodes": nodes})), [], {"phase": "Pending"},
+                      Observed(NOW, WorkerSet(nodes), pods, claim_pending=claim))
+    said = next(c for c in decision.status["conditions"] if c["type"] == kind)
+    assert (said["status"], said["reason"], said["message"]) == ("False" if kind == "Running" else "True", reason,
+                                                                 message)
+
+
+def test_a_waiting_message_is_bounded_and_names_every_reason():
+    long = "x" * 5000
+    pods = (waiting("ImagePullBackOff", long, "demo-worker-0"), unschedulable(long, "demo-worker-1"))
+    decision = decide(parse_job(with_spec(resources={"nodes": 2})), [], {"phase": "Pending"},
+                      Observed(NOW, WorkerSet(2), pods))
+    running_condition = next(c for c in decision.status["conditions"] if c["type"] == "Running")
+    assert running_condition["reason"] == "ImagePullBackOff"
+    assert len(running_condition["message"]) <= 1024
+    assert "also Unschedulable: demo-worker-1: xxx" in running_condition["message"]
+
+
+def test_a_lost_evaluation_result_is_one_warning_event_until_the_new_job_reports():
+    job, lost = parse_job(with_spec()), EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS + 5))
+    first = decide(job, [], EVALUATING, Observed(NOW, WorkerSet(0), evaluation=lost))
+    assert [(e.type, e.reason) for e in first.events] == [("Warning", "EvaluationResultLost")]
+    assert "its pod, whose termination message holds the result, is gone" in first.events[0].message
+    # The cache still shows the deleted Job, then none, then the new one running: no second Event.
+    for run in (lost, None, EvaluationRun(pod=running("demo-eval-y"))):
+        again = decide(job, [], first.status, Observed(NOW, WorkerSet(0), evaluation=run))
+        assert again.phase == "Evaluating" and again.events == []
+    done = decide(job, [], first.status, Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(
+        succeeded=True, message=EVAL_SUMMARY, completed_at=ago(0))))
+    evaluated = next(c for c in done.status["conditions"] if c["type"] == "Evaluated")
+    assert done.phase == "Succeeded" and (evaluated["status"], evaluated["reason"]) == ("True", "EvaluationSucceeded")
+
+
+def test_a_batch_job_says_when_it_completed():
+    completed = {"status": {"completionTime": "2026-01-01T11:59:00Z", "conditions": [
+        {"type": "Complete", "status": "True", "lastTransitionTime": "2026-01-01T11:58:59Z"}]}}
+    assert evaluation_run(completed, []).completed_at == "2026-01-01T11:59:00Z"
+    without_time = {"status": {"conditions": [{"type": "Complete", "status": "True",
+                                               "lastTransitionTime": "2026-01-01T11:58:59Z"}]}}
+    assert evaluation_run(without_time, []).completed_at == "2026-01-01T11:58:59Z"
+    assert evaluation_run({"status": {}}, []).completed_at is None

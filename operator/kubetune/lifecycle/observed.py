@@ -7,6 +7,11 @@ from datetime import datetime
 from typing import Any, Mapping, Optional
 
 from ..contract.progress import Progress
+from .conditions import seconds_since
+
+# How long a completed batch Job's pod may stay out of the operator's cache (which can see the
+# Job first) before its result counts as lost and the Job runs again.
+RESULT_GRACE_SECONDS = 30
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,8 @@ class EvaluationRun:
     message: str = ""
     # The newest evaluator pod, while it waits to start.
     pod: Optional[WorkerPod] = None
+    # When the Job completed (its completionTime), while it has.
+    completed_at: Optional[str] = None
 
     @property
     def settled(self) -> bool:
@@ -65,6 +72,12 @@ class EvaluationRun:
         operator's cache before the pod's last state, whose termination message holds the result."""
         seen = self.pod is not None and self.pod.terminated is not None
         return self.failed or (self.succeeded and (bool(self.message) or seen))
+
+    def result_lost(self, now: datetime) -> bool:
+        """Completed longer than RESULT_GRACE_SECONDS ago with no pod left to read the result from
+        (garbage-collected, its node lost, or deleted while the operator was down)."""
+        return (self.succeeded and not self.settled and self.pod is None and self.completed_at is not None
+                and seconds_since(self.completed_at, now) >= RESULT_GRACE_SECONDS)
 
 
 @dataclass(frozen=True)
@@ -138,8 +151,10 @@ def evaluation_run(job: Optional[Mapping[str, Any]], pods: list[Mapping[str, Any
     parsed = [worker_pod(p, container) for p in pods]
     messages = [pod.terminated.message for pod in parsed if pod.terminated and pod.terminated.message]
     message = messages[-1] if messages else (conditions.get("Failed") or {}).get("message", "")
+    completed = (job.get("status") or {}).get("completionTime") or (conditions.get("Complete") or {}).get(
+        "lastTransitionTime")
     return EvaluationRun(succeeded="Complete" in conditions, failed="Failed" in conditions, message=message,
-                         pod=parsed[-1] if parsed else None)
+                         pod=parsed[-1] if parsed else None, completed_at=completed)
 
 
 def claim_pending(claim: Optional[Mapping[str, Any]]) -> Optional[str]:

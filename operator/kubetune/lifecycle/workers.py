@@ -3,7 +3,7 @@ evictions counted apart, resizes of elastic jobs, and why pods that should run d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional
 
 from ..api.batch import global_batch_at, kept_global_batch
@@ -71,7 +71,7 @@ def resize(spec: FineTuneJobSpec, old: int, new: int, checkpoint: Optional[str],
 
 @dataclass(frozen=True)
 class Waiting:
-    """Why a pod that should run does not, and what that becomes when it lasts."""
+    """Why pods that should run do not, and what that becomes when it lasts."""
 
     reason: str  # the condition's reason: the kubelet's waiting reason, Unschedulable or ClaimPending
     message: str
@@ -79,8 +79,14 @@ class Waiting:
     at_once: bool = False  # no wait can fix it
 
 
+# A waiting message names at most this many pods per reason, and is cut at this length.
+MAX_PODS_NAMED = 4
+MAX_WAITING_MESSAGE = 1024
+
+
 def _waiting_of(pod: WorkerPod) -> Optional[Waiting]:
-    message = f"{pod.name}: {pod.waiting_message or pod.scheduling_message}".rstrip(": ")
+    """Why one pod does not run; its message is the kubelet's or the scheduler's, without the pod."""
+    message = pod.waiting_message or pod.scheduling_message
     if pod.waiting_reason in IMAGE_PULL_REASONS:
         return Waiting(pod.waiting_reason, message, "ImagePull", at_once=pod.waiting_reason == "InvalidImageName")
     if pod.waiting_reason == "CreateContainerConfigError":
@@ -91,8 +97,31 @@ def _waiting_of(pod: WorkerPod) -> Optional[Waiting]:
 
 
 def waiting(pods: tuple[WorkerPod, ...], claim_pending: Optional[str]) -> Optional[Waiting]:
-    """The most telling reason among pods that do not run: one no wait can fix comes first."""
-    found = [w for w in (_waiting_of(pod) for pod in pods if not pod.running) if w is not None]
-    if claim_pending:
-        found.append(Waiting("ClaimPending", claim_pending, "Unschedulable"))
-    return next((w for w in found if w.at_once), found[0] if found else None)
+    """The most telling reason among pods that do not run (one no wait can fix comes first), its
+    message listing every distinct reason with its pods."""
+    found = [(pod.name, why) for pod in pods if not pod.running and (why := _waiting_of(pod)) is not None]
+    # A running worker has mounted the claim: it is bound, whatever a lagging read of it says.
+    if claim_pending and not any(pod.running for pod in pods):
+        found.append(("", Waiting("ClaimPending", claim_pending, "Unschedulable")))
+    if not found:
+        return None
+    by_reason: dict[str, list[tuple[str, Waiting]]] = {}
+    for name, why in sorted(found, key=lambda item: not item[1].at_once):  # stable: otherwise in pod order
+        by_reason.setdefault(why.reason, []).append((name, why))
+    first, *others = by_reason.values()
+    share = MAX_WAITING_MESSAGE // len(by_reason)  # each reason keeps room for the others
+    message = "; ".join([_pods_waiting(first, share)] + [f"also {group[0][1].reason}: {_pods_waiting(group, share)}"
+                                                         for group in others])
+    return replace(first[0][1], message=_clipped(message, MAX_WAITING_MESSAGE))
+
+
+def _pods_waiting(group: list[tuple[str, Waiting]], length: int) -> str:
+    """The pods waiting for one reason, and what the first of them is told."""
+    names = [name for name, _ in group if name]
+    named = ", ".join(names[:MAX_PODS_NAMED]) + (f" and {len(names) - MAX_PODS_NAMED} more"
+                                                  if len(names) > MAX_PODS_NAMED else "")
+    return _clipped(": ".join(part for part in (named, group[0][1].message) if part), length)
+
+
+def _clipped(text: str, length: int) -> str:
+    return text if len(text) <= length else text[:length - 3] + "..."
