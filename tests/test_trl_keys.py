@@ -45,3 +45,11 @@ def test_the_defaults_a_plan_assumes_are_trls():
         assert all(defaults[key] == value for key, value in TRL_PLAN_DEFAULTS.items() if key in defaults), method.name
         assert defaults["gradient_checkpointing"] is True and defaults["per_device_train_batch_size"] == 8
         assert defaults.get("max_length", 1024) == 1024 or method.name in ("grpo", "rloo")
+
+
+def test_only_numbers_for_fields_that_take_no_string_are_converted():
+    from kubetune.api.trl_keys import as_trl_reads
+
+    read = as_trl_reads("sft", {"learning_rate": "2e-5", "max_steps": "10", "run_name": "10", "warmup_ratio": 0.1})
+    assert read == {"learning_rate": 2e-5, "max_steps": 10, "run_name": "10", "warmup_ratio": 0.1}
+    assert isinstance(read["max_steps"], int) and isinstance(read["run_name"], str)

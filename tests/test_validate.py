@@ -10,8 +10,11 @@ import yaml
 from click.testing import CliRunner
 
 from conftest import EXAMPLES, MINIMAL_JOB, REPO, with_spec
+from kubetune import contract
 from kubetune.api.validation import InvalidJob, parse_job
 from kubetune.cli import main
+from kubetune.contract.config import TrainerConfig
+from kubetune.render import render_job
 
 # A TRL sft_config.yaml as TRL's docs write it (the `trl sft --config` file), pasted verbatim.
 TRL_SFT_CONFIG = """
@@ -64,8 +67,11 @@ def test_trl_sft_config_is_accepted_verbatim():
 
 
 def test_trl_numbers_written_as_strings_are_accepted():
-    # TRL's YAML loader passes values through argparse, so "2e-5" works there too.
-    parse_job(with_spec(training={"learning_rate": "2e-5"}))
+    # TRL's YAML loader passes values through argparse, so "2e-5" works there too: TRL gets the number.
+    job = parse_job(with_spec(training={"learning_rate": "2e-5", "num_train_epochs": "3"}))
+    config = TrainerConfig.decode(render_job(job).config_map["data"][contract.CONFIG_FILE])
+    assert (config.training["learning_rate"], config.training["num_train_epochs"]) == (2e-5, 3)
+    assert isinstance(config.training["learning_rate"], float)
 
 
 def test_unknown_trl_key_is_refused_by_name(tmp_path):

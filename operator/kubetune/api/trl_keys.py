@@ -150,5 +150,23 @@ def check_training_keys(method: str, training: dict[str, Any]) -> list[tuple[str
     return problems
 
 
+def as_trl_reads(method: str, training: dict[str, Any]) -> dict[str, Any]:
+    """The keys as TRL's own loader reads them: a number written as a string ("2e-5") for a field
+    that takes no string becomes the number, as argparse makes it; everything else as written."""
+    fields = load_table()["methods"][method]["fields"]
+    return {key: _number(value) if _numeric_string_for(fields.get(key), value) else value
+            for key, value in training.items()}
+
+
+def _numeric_string_for(entry: dict[str, Any] | None, value: Any) -> bool:
+    return (entry is not None and isinstance(value, str) and "string" not in entry["types"]
+            and bool(set(entry["types"]) & {"integer", "number"}) and _is_number(value))
+
+
+def _number(text: str) -> int | float:
+    number = float(text)
+    return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+
+
 if __name__ == "__main__":
     sys.exit(tables.main(sys.argv, TABLE_FILE, generate_table))

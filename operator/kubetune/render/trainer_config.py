@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional
 from .. import contract
 from ..api.batch import kept_global_batch
 from ..api.models import DatasetSpec, DistributedSpec, FineTuneJob
+from ..api.trl_keys import as_trl_reads
 from ..contract.config import (
     DatasetConfig,
     DistributedConfig,
@@ -109,7 +110,7 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         model=ModelConfig.of(spec.model, location=location("spec.model.source"),
                              tokenizer_location=location("spec.model.tokenizer")),
         dataset=_dataset(spec.dataset, location("spec.dataset.source")),
-        training={**spec.training, **managed_training_args(job, paths)},
+        training={**as_trl_reads(spec.method, spec.training), **managed_training_args(job, paths)},
         peft=PeftConfig.of(spec.peft) if spec.peft else None,
         rewards=[RewardConfig.of(reward, location=location(f"spec.rewards[{index}].model"))
                  for index, reward in enumerate(spec.rewards or [])],
