@@ -380,10 +380,6 @@ class EvaluationSpec(KubeModel, EvaluationSettings):
         settings = pydantic_core.to_json({alias: dumped[alias] for alias in aliases})
         return hashlib.sha256(settings).hexdigest()[:8]
 
-    def contract_gates(self) -> list[Gate]:
-        """The gates as the evaluator and the lifecycle judge them: each GateSpec is a contract Gate."""
-        return list(self.gates)
-
     @field_validator("metrics")
     @classmethod
     def _enough_samples(cls, metrics: list[str], info: ValidationInfo) -> list[str]:

@@ -261,13 +261,17 @@ class Cluster(NamedReads):
                 return None
             raise
 
-    def delete_pod(self, namespace: str, name: str) -> None:
-        """Delete one pod; its controller creates it anew."""
+    def _delete(self, call: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Delete an object; one already gone is fine."""
         try:
-            self._call(self.core.delete_namespaced_pod, name, namespace)
+            self._call(call, *args, **kwargs)
         except ApiException as error:
             if error.status != 404:
                 raise
+
+    def delete_pod(self, namespace: str, name: str) -> None:
+        """Delete one pod; its controller creates it anew."""
+        self._delete(self.core.delete_namespaced_pod, name, namespace)
 
     def patch_stateful_set(self, namespace: str, name: str, patch: dict[str, Any]) -> dict[str, Any]:
         return self._call(self.apps.patch_namespaced_stateful_set, name, namespace, patch)
@@ -303,10 +307,10 @@ class Cluster(NamedReads):
         return self._call(self.custom.patch_namespaced_custom_object_status,
                           GROUP, VERSION, namespace, PLURAL, name, {"status": patch})
 
+    def delete_batch_job(self, namespace: str, name: str) -> None:
+        """Delete a batch Job with its pods (as kubectl does)."""
+        self._delete(self.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
+
     def delete_job(self, namespace: str, name: str) -> None:
-        try:
-            self._call(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
-                       propagation_policy="Background")
-        except ApiException as error:
-            if error.status != 404:
-                raise
+        self._delete(self.custom.delete_namespaced_custom_object, GROUP, VERSION, namespace, PLURAL, name,
+                     propagation_policy="Background")

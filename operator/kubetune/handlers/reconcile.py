@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-from kubernetes.client.exceptions import ApiException
 
 from .. import contract
 from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
@@ -185,7 +184,7 @@ def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
         elif action.kind == "delete_job":
             cluster.delete_job(namespace, job.metadata.name)
         elif action.kind in BATCH_JOB_NAMES:
-            _delete_batch_job(cluster, namespace, BATCH_JOB_NAMES[action.kind](job))
+            cluster.delete_batch_job(namespace, BATCH_JOB_NAMES[action.kind](job))
 
 
 # The batch Job each deleting action names; the next reconcile creates it anew under that name.
@@ -193,15 +192,6 @@ BATCH_JOB_NAMES: dict[str, Callable[[FineTuneJob], str]] = {
     "delete_evaluation_job": lambda job: evaluation_job_name(job.metadata.name, job.spec.evaluation.digest()),
     "delete_publish_job": lambda job: publish_job_name(job.metadata.name),
 }
-
-
-def _delete_batch_job(cluster: Cluster, namespace: str, name: str) -> None:
-    """Delete a batch Job with its pods (as kubectl does); one already gone is fine."""
-    try:
-        cluster._call(cluster.batch.delete_namespaced_job, name, namespace, propagation_policy="Background")
-    except ApiException as error:
-        if error.status != 404:
-            raise
 
 
 def _ensure(context: OperatorContext, job: FineTuneJob, action: str, upstream: dict[str, OutputLocation]) -> None:

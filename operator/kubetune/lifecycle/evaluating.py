@@ -116,7 +116,7 @@ def _kept_report(report: str, digest: str) -> str:
 
 def _evaluated(job: FineTuneJob, state: Next, summary: EvaluationSummary) -> None:
     """The evaluation's values and the verdict on them, recorded once."""
-    outcome, gates, judged = verdict(job.spec.evaluation.contract_gates(), summary.metrics)
+    outcome, gates, judged = verdict(job.spec.evaluation.gates, summary.metrics)
     previous = state.status.evaluation.previous_reports if state.status.evaluation else []
     state.status.evaluation = EvaluationStatus(metrics=summary.metrics, report=summary.report, verdict=outcome,
                                                gates=gates, digest=job.spec.evaluation.digest(),
