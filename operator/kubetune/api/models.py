@@ -15,8 +15,8 @@ boolean. Null fields are dropped first, as the API server drops them.
 from __future__ import annotations
 
 import hashlib
-
 import re
+from enum import StrEnum
 from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
 import pydantic_core
@@ -511,12 +511,27 @@ class StatusModel(KubeModel):
     model_config = ConfigDict(extra="ignore", strict=False)
 
 
+class ConditionType(StrEnum):
+    """The type of each condition in status.conditions, in the order they are listed there.
+    All have positive polarity: True means what the name says."""
+
+    CREATED = "Created"  # the worker StatefulSet, Service, ConfigMap and volume exist (False: waits for upstream)
+    RUNNING = "Running"  # the workers run (False: with why the others do not)
+    RESTARTING = "Restarting"  # a worker is restarting after it exited or crashed
+    STALLED = "Stalled"  # the stall watchdog restarted the workers; False once a step moved again
+    SUSPENDED = "Suspended"  # spec.runPolicy.suspend scaled the workers to zero
+    TRAINED = "Trained"  # training succeeded and the model is saved; the workers stay at zero
+    EVALUATED = "Evaluated"  # the evaluation Job reported its metrics (False: why it does not yet)
+    GATES_PASSED = "GatesPassed"  # every gate of spec.evaluation.gates passed (reason: Passed, Regressed, NoGates)
+    PUBLISHED = "Published"  # the publish Job uploaded the model (False: why it uploads again)
+    SUCCEEDED = "Succeeded"  # the job is done and its result usable (kubectl wait --for=condition=Succeeded)
+    FAILED = "Failed"  # the job failed; status.failure says why
+
+
 class Condition(StatusModel):
     """metav1.Condition."""
 
-    type: str = Field(
-        description="Created, Running, Restarting, Stalled, Suspended, Trained, Evaluated, GatesPassed, Succeeded or "
-                    "Failed.")
+    type: str = Field(description=", ".join(ConditionType) + ".")
     status: Literal["True", "False", "Unknown"] = Field(description="Whether the condition holds.")
     reason: str = Field(pattern=r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$",
                         description="Why, in one CamelCase word.")
