@@ -197,6 +197,7 @@ def generation(engine: str, model: Path, prompts: int, tokens: int) -> dict[str,
     """Runs in a process of its own (see main): one engine, the same prompts, greedy."""
     import transformers
 
+    from kubetune.contract.config import SamplingConfig
     from trainer_entrypoint.evaluate.engines import Sampling, Weights, open_engine
 
     tokenizer = transformers.AutoTokenizer.from_pretrained(model)
@@ -205,7 +206,8 @@ def generation(engine: str, model: Path, prompts: int, tokens: int) -> dict[str,
     started = time.monotonic()
     llm = open_engine(engine, Weights(model=str(model)), tokenizer)
     loaded = time.monotonic()
-    outputs = llm.generate(batch, Sampling(max_tokens=tokens), adapter=False)
+    sampling = Sampling(**SamplingConfig(max_tokens=tokens).model_dump(), stop=[])  # the evaluation's defaults
+    outputs = llm.generate(batch, sampling, adapter=False)
     seconds = time.monotonic() - loaded
     llm.close()
     produced = sum(len(completions[0]) for completions in outputs)
