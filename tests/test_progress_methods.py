@@ -120,3 +120,37 @@ def test_the_live_line_and_the_summary_label_samples_per_second():
     console.print(summary_table(decision, None, "/model", 1.0, None))
     table = console.export_text()
     assert "throughput (last)" in table and "12.5 samples/s" in table
+
+
+# A GRPO log line as TRL 1.16 writes it (trl/trainer/grpo_trainer.py's metrics), trimmed.
+GRPO_LOGS = {"loss": 0.01, "learning_rate": 1e-6, "num_tokens": 512.0, "completions/mean_length": 7.5,
+             "completions/max_length": 8.0, "rewards/answer_match/mean": 0.25, "rewards/answer_match/std": 0.4,
+             "rewards/think_format_reward/mean": 0.0, "reward": 0.25, "reward_std": 0.43, "kl": 0.002,
+             "entropy": 3.9, "clip_ratio/low_mean": 0.0}
+
+
+def test_an_rl_run_reports_its_reward_per_function_kl_entropy_and_length_with_gauges():
+    state, callback = following()
+    callback.on_log(ARGS, SimpleNamespace(), CONTROL, logs=GRPO_LOGS)
+    snapshot = state.snapshot()
+    assert (snapshot.reward, snapshot.reward_std, snapshot.kl, snapshot.entropy, snapshot.completion_mean_length) \
+        == (0.25, 0.43, 0.002, 3.9, 7.5)
+    assert snapshot.rewards == {"answer_match": 0.25, "think_format_reward": 0.0}
+    registry = CollectorRegistry()
+    registry.register(state)
+    exported = generate_latest(registry).decode()
+    assert 'kubetune_training_reward{job="demo",namespace="ml"} 0.25' in exported
+    assert 'kubetune_training_function_reward{function="answer_match",job="demo",namespace="ml"} 0.25' in exported
+    wired = ProgressStatus(**snapshot.numbers().model_dump()).model_dump(by_alias=True, exclude_none=True)
+    assert wired["rewardStd"] == 0.43 and wired["completionMeanLength"] == 7.5 and "rewards" in wired
+
+
+def test_a_method_that_logs_no_rewards_reports_none():
+    state, callback = following()
+    callback.on_log(ARGS, SimpleNamespace(), CONTROL, logs={"loss": 0.7, "learning_rate": 1e-5, "rewards/chosen": 0.1})
+    snapshot = state.snapshot()
+    assert snapshot.reward is None and snapshot.rewards is None  # DPO's rewards/chosen is not a reward function
+
+
+def test_the_live_line_shows_an_rl_runs_reward():
+    assert throughput_text(ProgressStatus(step=2, tokens_per_second=900.0, reward=0.25)) == "900 tok/s  reward 0.25"

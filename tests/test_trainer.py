@@ -12,6 +12,7 @@ import pytest
 from conftest import with_spec
 from local_pods import kill_pod, start_pod, wait_all, write_local_config
 from kubetune.contract.output import CompletionRecord, is_complete, newest_complete_checkpoint
+from kubetune.contract.methods import REWARD_METHODS
 from kubetune.contract.progress import Progress, TrainingNumbers
 from trainer_entrypoint.train.worker import train
 
@@ -55,6 +56,12 @@ def test_each_method_trains_and_saves_a_loadable_model(method, tmp_path, monkeyp
         assert reported.loss == pytest.approx(summary["trainLoss"])
     rate, unit = reported.throughput()
     assert rate > 0 and unit == ("samples/s" if method == "reward" else "tok/s")
+    if method in REWARD_METHODS:  # what an RL run's users watch
+        assert math.isfinite(reported.reward) and reported.reward_std >= 0 and math.isfinite(reported.entropy)
+        assert set(reported.rewards) == {reward["function"] for reward in METHODS[method]["rewards"]}
+        assert 0 < reported.completion_mean_length <= ONLINE["max_completion_length"]
+    else:
+        assert reported.reward is None and reported.rewards is None
 
 
 def test_lora_adapter_is_saved_and_loads_with_transformers(tmp_path, monkeypatch):

@@ -15,7 +15,7 @@ from prometheus_client.core import GaugeMetricFamily
 from transformers import TrainerCallback
 
 from kubetune.contract.plan import mfu
-from kubetune.contract.progress import PROGRESS_PATH, THROUGHPUT_UNITS, Progress
+from kubetune.contract.progress import PROGRESS_PATH, THROUGHPUT_UNITS, Progress, rl_numbers
 
 # Progress fields exported as gauges, by metric name (the help text is the field's description).
 GAUGES = {
@@ -29,7 +29,13 @@ GAUGES = {
     "kubetune_training_progress_ratio": "progress",
     "kubetune_training_eta_seconds": "eta_seconds",
     "kubetune_training_mfu_ratio": "mfu",
+    "kubetune_training_reward": "reward",
+    "kubetune_training_reward_std": "reward_std",
+    "kubetune_training_completion_mean_length": "completion_mean_length",
+    "kubetune_training_kl": "kl",
+    "kubetune_training_entropy": "entropy",
 }
+FUNCTION_REWARD_GAUGE = "kubetune_training_function_reward"  # labelled by reward function
 
 
 # The trainer's log keys for its mean rate since training began, by the field each fills while no
@@ -81,6 +87,12 @@ class ProgressState:
                 gauge = GaugeMetricFamily(name, Progress.model_fields[field].description, labels=list(self.labels))
                 gauge.add_metric(list(self.labels.values()), float(value))
                 yield gauge
+        if snapshot.rewards:
+            gauge = GaugeMetricFamily(FUNCTION_REWARD_GAUGE, Progress.model_fields["rewards"].description,
+                                      labels=[*self.labels, "function"])
+            for function, value in snapshot.rewards.items():
+                gauge.add_metric([*self.labels.values(), function], float(value))
+            yield gauge
 
 
 class ProgressCallback(TrainerCallback):
@@ -139,7 +151,7 @@ class ProgressCallback(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         logs, reported = logs or {}, self.progress.snapshot()
         self.progress.update(loss=logged_loss(logs, reported), learning_rate=logs.get("learning_rate"),
-                             **mean_rate(logs, reported))
+                             **mean_rate(logs, reported), **rl_numbers(logs))
 
     def on_evaluate(self, args, state, control, **kwargs):
         self.progress.update(phase="checkpointing" if control.should_save else "training")

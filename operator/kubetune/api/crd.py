@@ -43,6 +43,7 @@ PRINTER_COLUMNS = [
     {"name": "Strategy", "type": "string", "jsonPath": ".status.distributed.strategy", "priority": 1},
     {"name": "Tokens/s", "type": "number", "jsonPath": ".status.progress.tokensPerSecond", "priority": 1},
     {"name": "Samples/s", "type": "number", "jsonPath": ".status.progress.samplesPerSecond", "priority": 1},
+    {"name": "Reward", "type": "number", "jsonPath": ".status.progress.reward", "priority": 1},
     {"name": "MFU", "type": "number", "jsonPath": ".status.progress.mfu", "priority": 1,
      "description": "Model FLOPs utilisation, 0-1."},
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},

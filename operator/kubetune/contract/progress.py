@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+import re
+from typing import Any, Literal, Optional
 
 from pydantic import ConfigDict, Field
 
@@ -30,6 +31,15 @@ class TrainingNumbers(Document):
     mfu: Optional[float] = Field(
         None, description="Model FLOPs utilisation, 0-1: the model's training FLOPs per second (6 per weight per "
                           "token plus attention) over the GPUs' dense bf16 peak; absent on CPUs and unknown GPUs.")
+    # What an RL run (GRPO, RLOO) logs about its completions, at the last logging step.
+    reward: Optional[float] = Field(None, description="RL: mean total reward of the completions (TRL's reward).")
+    reward_std: Optional[float] = Field(None, description="RL: standard deviation of the total reward.")
+    rewards: Optional[dict[str, float]] = Field(
+        None, description="RL: mean reward of each reward function, by its name (TRL's rewards/<name>/mean).")
+    completion_mean_length: Optional[float] = Field(
+        None, description="RL: mean length of the completions, in tokens (TRL's completions/mean_length).")
+    kl: Optional[float] = Field(None, description="RL: KL divergence from the reference model, when beta is not 0.")
+    entropy: Optional[float] = Field(None, description="RL: mean entropy of the policy over completion tokens.")
 
     def throughput(self) -> Optional[tuple[float, str]]:
         """The training rate with its unit (tokens/s before samples/s); None before one is measured."""
@@ -42,6 +52,18 @@ class TrainingNumbers(Document):
 
 # The rate fields, by the unit a person reads; a trainer reports the first it can count.
 THROUGHPUT_UNITS = {"tokens_per_second": "tok/s", "samples_per_second": "samples/s"}
+
+# TRL's RL log keys, by the progress field each fills; and the key of each reward function's mean.
+RL_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "completion_mean_length": "completions/mean_length",
+               "kl": "kl", "entropy": "entropy"}
+REWARD_FUNCTION_LOG_KEY = re.compile(r"^rewards/(?P<name>.+)/mean$")
+
+
+def rl_numbers(logs: dict[str, Any]) -> dict[str, Any]:
+    """The RL fields a trainer's log line fills (none for a method that logs no rewards)."""
+    numbers: dict[str, Any] = {field: logs[key] for field, key in RL_LOG_KEYS.items() if logs.get(key) is not None}
+    rewards = {match["name"]: value for key, value in logs.items() if (match := REWARD_FUNCTION_LOG_KEY.match(key))}
+    return {**numbers, "rewards": rewards} if rewards else numbers
 
 
 # What rank 0 is doing. A checkpoint save or an evaluation during training may take a while

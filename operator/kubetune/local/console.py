@@ -21,9 +21,11 @@ def _number(value: Optional[float], digits: int = 4) -> str:
 
 
 def throughput_text(progress: TrainingNumbers) -> str:
-    """The rate with its unit, tokens/s or samples/s, as training reports it."""
+    """The rate with its unit, tokens/s or samples/s, as training reports it; an RL run's reward
+    after it."""
     rate = progress.throughput()
-    return "rate -" if rate is None else f"{_number(rate[0], 3)} {rate[1]}"
+    text = "rate -" if rate is None else f"{_number(rate[0], 3)} {rate[1]}"
+    return text if progress.reward is None else f"{text}  reward {_number(progress.reward)}"
 
 
 class RunDisplay:
