@@ -12,7 +12,7 @@ from rich.console import Console
 from conftest import with_spec
 from kubetune.api.models import FineTuneJobStatus, ProgressStatus
 from kubetune.api.validation import parse_job
-from kubetune.contract.progress import Progress
+from kubetune.contract.progress import Progress, TrainingNumbers
 from kubetune.lifecycle import Observed, WorkerPod, WorkerSet, decide
 from kubetune.local.console import RunDisplay, summary_table, throughput_text
 from trainer_entrypoint.train.progress import ProgressCallback, ProgressState
@@ -87,7 +87,7 @@ def test_progress_from_an_older_trainer_without_samples_is_read_and_a_newer_one_
     older = Progress.decode('{"step": 3, "tokensPerSecond": 900.0, "phase": "training"}')
     assert older.samples_per_second is None and older.throughput() == (900.0, "tok/s")
     newer = Progress.decode('{"step": 3, "samplesPerSecond": 12.5, "phase": "training", "future": 1}')
-    assert newer.numbers().wire() == {"step": 3, "samplesPerSecond": 12.5}
+    assert TrainingNumbers.of(newer).wire() == {"step": 3, "samplesPerSecond": 12.5}
     assert ProgressStatus.model_validate({"step": 3}).throughput() is None
 
 
@@ -141,7 +141,7 @@ def test_an_rl_run_reports_its_reward_per_function_kl_entropy_and_length_with_ga
     exported = generate_latest(registry).decode()
     assert 'kubetune_training_reward{job="demo",namespace="ml"} 0.25' in exported
     assert 'kubetune_training_function_reward{function="answer_match",job="demo",namespace="ml"} 0.25' in exported
-    wired = ProgressStatus(**snapshot.numbers().model_dump()).model_dump(by_alias=True, exclude_none=True)
+    wired = ProgressStatus.of(snapshot).model_dump(by_alias=True, exclude_none=True)
     assert wired["rewardStd"] == 0.43 and wired["completionMeanLength"] == 7.5 and "rewards" in wired
 
 

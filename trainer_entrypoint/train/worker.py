@@ -15,6 +15,7 @@ from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
 from kubetune.contract.plan import ModelShape, StrategyChoice, workload_for
+from kubetune.contract.progress import TrainingNumbers
 
 from ..card import write_card
 from ..errors import exit_code_for
@@ -181,7 +182,7 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
         return {"rank": rank(), "worldSize": trainer.args.world_size,
                 "globalStep": trainer.state.global_step, "trainLoss": result.training_loss,
                 "resumedFrom": resume_from.name if resume_from else None,
-                "progress": progress.snapshot().numbers().wire() if progress else None}
+                "progress": TrainingNumbers.of(progress.snapshot()).wire() if progress else None}
     finally:
         if server:
             server.shutdown()

@@ -80,7 +80,3 @@ class Progress(TrainingNumbers):
     progress: Optional[float] = Field(None, description="step / totalSteps.")
     checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved, e.g. checkpoint-50.")
     distributed: Optional[StrategyChoice] = Field(None, description="The strategy training runs with, and why.")
-
-    def numbers(self) -> TrainingNumbers:
-        """The numbers alone, as status.progress mirrors them."""
-        return TrainingNumbers(**self.model_dump(include=set(TrainingNumbers.model_fields)))

@@ -8,7 +8,7 @@ from typing import Optional
 from ..api.models import FineTuneJob, ProgressStatus
 from ..contract.failure import OUT_OF_MEMORY_HINT
 from ..contract.plan import label
-from ..contract.progress import Progress, TrainingNumbers
+from ..contract.progress import Progress
 from .conditions import ConditionType, find, timestamp
 from .failures import report_of
 from .observed import Observed
@@ -116,7 +116,7 @@ def mirror_progress(state: Next, reported: Optional[Progress]) -> None:
     old = state.status.progress
     if reported is None:
         return
-    progress = ProgressStatus(**reported.model_dump(include=set(TrainingNumbers.model_fields) | {"phase"}))
+    progress = ProgressStatus.of(reported)
     if progress.total_steps:
         progress.display = f"{progress.step}/{progress.total_steps} ({100 * progress.step // progress.total_steps}%)"
     checkpoint = reported.checkpoint
