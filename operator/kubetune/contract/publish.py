@@ -48,13 +48,13 @@ class PublishSettings(Document):
                                                     "gates counts as passed); always: whatever the verdict.")
     private: bool = Field(True, description="Create a hf:// repository as private.")
 
-
-class PublishTarget(PublishSettings):
-    path: Optional[str] = None  # where a target on a claim is, inside the publish pod
-
     def applies(self, verdict: Optional[str]) -> bool:
         """gatesPassed publishes a model whose gates passed, or that has none to pass."""
         return self.when == "always" or verdict in ("Passed", "NoGates", None)
+
+
+class PublishTarget(PublishSettings):
+    path: Optional[str] = None  # where a target on a claim is, inside the publish pod
 
 
 class Published(Document):

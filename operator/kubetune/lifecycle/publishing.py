@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Optional
 
 from ..api.models import FineTuneJob
-from ..contract.publish import PublishSummary, PublishTarget
+from ..contract.publish import PublishSummary
 from .conditions import ConditionType
 from .observed import EvaluationRun, Observed
 from .phases import Phase
@@ -26,7 +26,7 @@ def publishing(job: FineTuneJob, state: Next, observed: Observed) -> Optional[De
     it is done (or there is nothing to publish)."""
     evaluated = state.status.evaluation
     verdict_now = evaluated.verdict if evaluated else None
-    targets = [t for t in job.spec.output.publish if PublishTarget(**t.model_dump()).applies(verdict_now)]
+    targets = [t for t in job.spec.output.publish if t.applies(verdict_now)]
     if not targets or state.status.output.published:
         return None
     run = observed.publish
