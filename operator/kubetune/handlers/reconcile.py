@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
 
-
 from .. import contract
 from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..api.validation import InvalidJob, parse_job

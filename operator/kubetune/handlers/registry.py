@@ -36,6 +36,7 @@ from .reconcile import OperatorContext, reconcile
 
 log = logging.getLogger("kubetune.controller")
 
+
 @dataclass(frozen=True)
 class Leadership:
     """Where replicas elect their leader: the Lease namespace/name."""
