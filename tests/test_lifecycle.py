@@ -143,6 +143,15 @@ def gated(delta, interval, on_regression="keep"):
     status = {"phase": "Evaluating", "conditions": [holds("Trained", "True", "TrainingSucceeded", ago(5))]}
     return spec, status, Observed(NOW, WorkerSet(0), evaluation=EvaluationRun(succeeded=True, message=summary))
 
+# A GRPO job whose generation server runs on one GPU pod.
+SERVER = {"method": "grpo", "rewards": [{"function": "answer_match"}], "resources": {"gpusPerNode": 1},
+          "generation": {"gpusPerNode": 1}}
+
+
+def server_pod(**state):
+    return WorkerPod("demo-generation-0", uid="uid-demo-generation-0", **state)
+
+
 TABLE = [
     # (case, spec fields, status before, observed, phase, conditions that must hold, actions that must be there)
     ("new job creates its children", {}, {}, Observed(NOW),
@@ -347,6 +356,47 @@ TABLE = [
      *publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS))),
      "Publishing", [condition("Published", "False", "PublishResultLost")],
      [Action("delete_publish_job"), Absent(Action("ensure_publish_job"))]),
+    # --- a generation server (spec.generation) ---
+    ("a generation server starts first, the workers held at zero", SERVER, {}, Observed(NOW),
+     "Pending", [condition("GenerationReady", "False", "ServerStarting"),
+                 condition("Running", "False", "WaitingForGeneration")],
+     [Action("ensure_training_objects"), Action("scale_generation", 1), Action("scale_workers", 0)]),
+    ("a loading generation server keeps the workers held", SERVER, {"phase": "Pending"},
+     Observed(NOW, generation_pods=(server_pod(running=True),)),
+     "Initializing", [condition("GenerationReady", "False", "ServerStarting")],
+     [Action("scale_generation", 1), Action("scale_workers", 0), Absent(Action("scale_workers", 1))]),
+    ("a ready generation server lets the workers start", SERVER, {"phase": "Initializing"},
+     Observed(NOW, WorkerSet(0), generation_pods=(server_pod(running=True, ready=True),)),
+     "Pending", [condition("GenerationReady", "True", "ServerReady")],
+     [Action("scale_generation", 1), Action("scale_workers", 1)]),
+    ("the generation server trains alongside the workers", SERVER, {"phase": "Initializing"},
+     Observed(NOW, WorkerSet(1, 1), (running(),), generation_pods=(server_pod(running=True, ready=True),)),
+     "Training", [condition("GenerationReady", "True", "ServerReady"), condition("Running", "True", "WorkersRunning")],
+     [Action("scale_generation", 1), Action("scale_workers", 1)]),
+    ("a generation server that cannot pull its image fails at once", SERVER, {"phase": "Pending"},
+     Observed(NOW, generation_pods=(server_pod(waiting_reason="InvalidImageName", waiting_message="bad name"),)),
+     "Failed", [condition("Failed", "True", "ImagePull")], [Action("scale_generation", 0), Action("scale_workers", 0)]),
+    ("a generation server's permanent error fails the job", SERVER, {"phase": "Pending"},
+     Observed(NOW, generation_pods=(server_pod(terminated=Termination(3, report("PermanentError",
+                                                                                 "model hf://x: not found"))),)),
+     "Failed", [condition("Failed", "True", "PermanentError")], [Action("scale_generation", 0)]),
+    ("a generation server restarting past backoffLimit fails the job", {**SERVER, "runPolicy": {"backoffLimit": 1}},
+     {"phase": "Pending"},
+     Observed(NOW, generation_pods=(crashing(2, "engine core died", name="demo-generation-0"),)),
+     "Failed", [condition("Failed", "True", "BackoffLimitExceeded")], [Action("scale_generation", 0)]),
+    ("a crash-looping generation server is named in GenerationReady", SERVER, {"phase": "Pending"},
+     Observed(NOW, generation_pods=(crashing(1, "engine core died", name="demo-generation-0"),)),
+     "Pending", [condition("GenerationReady", "False", "ServerRestarting")], [Action("scale_workers", 0)]),
+    ("the generation server goes to zero with the workers after training", SERVER, {"phase": "Training"},
+     Observed(NOW, WorkerSet(1), (exited(0),), generation_pods=(server_pod(running=True, ready=True),)),
+     "Evaluating", [condition("Trained", "True", "TrainingSucceeded")],
+     [Action("scale_workers", 0), Action("scale_generation", 0)]),
+    ("a suspended job's generation server goes to zero", {**SERVER, "runPolicy": {"suspend": True}},
+     {"phase": "Training"}, Observed(NOW, WorkerSet(1), (running(),), generation_pods=(server_pod(running=True),)),
+     "Suspended", [], [Action("scale_workers", 0), Action("scale_generation", 0)]),
+    ("a job without spec.generation scales no server", {}, {}, Observed(NOW),
+     "Pending", [Absent("GenerationReady")], [Absent(Action("scale_generation", 0)),
+                                              Absent(Action("scale_generation", 1))]),
     ("a completed publish's pod may reach the cache late",
      *publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS - 1))),
      "Publishing", [Absent("Published")], [Action("ensure_publish_job"), Absent(Action("delete_publish_job"))]),

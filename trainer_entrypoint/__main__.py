@@ -1,9 +1,10 @@
-"""python -m trainer_entrypoint {train | worker | evaluate | publish | build-tiny}
+"""python -m trainer_entrypoint {train | worker | evaluate | publish | generation-server | build-tiny}
 
 train       the worker pod's command: checks completion, then runs torchrun (one per pod)
 worker      one torchrun rank: trains, checkpoints, saves, records completion
 evaluate    the evaluation Job's command: metrics of the trained model (and its base)
 publish     the publish Job's command: uploads the model and its card to spec.output.publish
+generation-server  the generation server pod's command: vLLM's server for spec.generation
 build-tiny  make builtin://tiny (model, tokenizer, data) and print where it is
 """
 
@@ -28,6 +29,10 @@ def main(argv: list[str]) -> int:
         from .publish import main as publish
 
         return publish()
+    if command == "generation-server":
+        from .generation_server import main as serve
+
+        return serve()
     if command == "build-tiny":
         from .builtin import tiny_dir
 

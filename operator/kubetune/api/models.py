@@ -36,6 +36,7 @@ from ..contract.config import (
     DatasetSettings,
     DistributedSettings,
     EvaluationSettings,
+    GenerationSettings,
     ModelSettings,
     PeftConfig,
     RewardSettings,
@@ -391,6 +392,50 @@ class EvaluationSpec(KubeModel, EvaluationSettings):
         return metrics
 
 
+class GenerationSpec(KubeModel, GenerationSettings):
+    """A vLLM generation server the operator runs for grpo and rloo (TRL's vllm_mode server)."""
+
+    model_config = cel_rules(
+        {"rule": "!has(self.dataParallel) || self.gpusPerNode == 0 || "
+                 "self.tensorParallel * self.dataParallel == self.nodes * self.gpusPerNode",
+         "message": "tensorParallel × dataParallel must equal the pool's GPUs (nodes × gpusPerNode)",
+         "fieldPath": ".dataParallel"},
+        {"rule": "self.gpusPerNode > 0 || (self.tensorParallel == 1 && (!has(self.dataParallel) || "
+                 "self.dataParallel == 1))",
+         "message": "without GPUs the server runs one engine: tensorParallel and dataParallel must be 1",
+         "fieldPath": ".tensorParallel"},
+        {"rule": "self.gpusPerNode == 0 || (self.nodes * self.gpusPerNode) % self.tensorParallel == 0",
+         "message": "tensorParallel must divide the pool's GPUs (nodes × gpusPerNode)", "fieldPath": ".tensorParallel"},
+    )
+
+    mode: Literal["server"] = Field(
+        "server", description="server: a pool of vLLM servers the ranks send prompts to and push new weights to "
+                              "(TRL vllm_mode server). Generating inside each rank (TRL's colocate, the default for "
+                              "grpo and rloo on GPUs) needs no spec.generation.")
+    nodes: int = Field(1, ge=1, le=1, description="Server pods. One for now: a pool across nodes needs vLLM's "
+                                                  "multi-node data parallelism, which kubetune does not render yet.")
+    gpus_per_node: int = Field(1, ge=0, le=64, description="GPUs per server pod; 0 serves on the CPU (weights "
+                                                           "cannot be pushed to it: TRL's sync needs CUDA).")
+    image: Optional[str] = Field(None, description="Server image; defaults to the evaluator image (it has vLLM).")
+    requests: dict[str, Quantity] = Field(default_factory=dict, description="Container requests (cpu, memory, ...).")
+    limits: dict[str, Quantity] = Field(default_factory=dict, description="Container limits (cpu, memory, ...).")
+    node_selector: dict[str, str] = Field(
+        default_factory=dict, description="Node labels of the server pods; defaults to the workers'.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, description="Tolerations of the server pods; defaults to the workers'.")
+
+    # What the operator sets in spec.training for the ranks to use the server; a user's value may
+    # only agree with it.
+    TRL_KEYS: ClassVar[dict[str, Any]] = {"use_vllm": True, "vllm_mode": "server", "vllm_server_base_url": None,
+                                          "vllm_server_host": None, "vllm_server_port": None, "vllm_group_port": None}
+
+    def engines(self) -> int:
+        """vLLM engines serving in parallel (vLLM's data parallel size)."""
+        if self.data_parallel is not None:
+            return self.data_parallel
+        return max(self.nodes * self.gpus_per_node // self.tensor_parallel, 1)
+
+
 class RunPolicySpec(KubeModel):
     backoff_limit: int = Field(
         3, ge=0, description="Worker restarts tolerated before the job fails: every container restart of every worker "
@@ -437,13 +482,16 @@ class FineTuneJobSpec(KubeModel):
     model_config = cel_rules(
         *(unchanged(field) for field in ("method", "model", "dataset", "training", "distributed", "checkpointing",
                                           "output", "credentials")),
-        *(unchanged(field, optional=True) for field in ("peft", "rewards")),
+        *(unchanged(field, optional=True) for field in ("peft", "rewards", "generation")),
         {"rule": "!has(self.peft) || self.peft.method != 'qlora' || self.resources.gpusPerNode > 0",
          "message": "qlora needs GPUs (resources.gpusPerNode > 0)", "fieldPath": ".peft.method"},
         {"rule": f"!(self.method in {_cel_list(REWARD_METHODS)}) || (has(self.rewards) && size(self.rewards) > 0)",
          "message": f"{' and '.join(REWARD_METHODS)} need at least one entry in rewards", "fieldPath": ".rewards"},
         {"rule": f"!has(self.rewards) || size(self.rewards) == 0 || self.method in {_cel_list(REWARD_METHODS)}",
          "message": f"rewards apply only to methods {' and '.join(REWARD_METHODS)}", "fieldPath": ".rewards"},
+        {"rule": f"!has(self.generation) || self.method in {_cel_list(REWARD_METHODS)}",
+         "message": f"a generation server serves only methods {' and '.join(REWARD_METHODS)}",
+         "fieldPath": ".generation"},
         {"rule": f"!self.evaluation.metrics.exists(m, m in {_cel_list(REWARD_MODEL_METRICS)}) || "
                  f"self.method in {_cel_list(SCORING_METHODS)} || "
                  "(has(self.rewards) && self.rewards.exists(r, has(r.model)))",
@@ -468,6 +516,9 @@ class FineTuneJobSpec(KubeModel):
     )
     peft: Optional[PeftSpec] = Field(None, description="Train a LoRA or QLoRA adapter instead of every weight.")
     rewards: Optional[list[RewardSpec]] = Field(None, description="Reward functions or models for grpo and rloo.")
+    generation: Optional[GenerationSpec] = Field(
+        None, description="A vLLM generation server for grpo and rloo, run by the operator; the ranks start once "
+                          "it is ready.")
     distributed: DistributedSpec = Field(default_factory=DistributedSpec, description="How ranks share the model.")
     resources: ResourcesSpec = Field(default_factory=ResourcesSpec, description="Worker pods: count, GPUs, placement.")
     checkpointing: CheckpointingSpec = Field(
@@ -520,6 +571,7 @@ class ConditionType(StrEnum):
     RESTARTING = "Restarting"  # a worker is restarting after it exited or crashed
     STALLED = "Stalled"  # the stall watchdog restarted the workers; False once a step moved again
     SUSPENDED = "Suspended"  # spec.runPolicy.suspend scaled the workers to zero
+    GENERATION_READY = "GenerationReady"  # the generation server answers (spec.generation; False: why not)
     TRAINED = "Trained"  # training succeeded and the model is saved; the workers stay at zero
     EVALUATED = "Evaluated"  # the evaluation Job reported its metrics (False: why it does not yet)
     GATES_PASSED = "GatesPassed"  # every gate of spec.evaluation.gates passed (reason: Passed, Regressed, NoGates)
@@ -612,6 +664,8 @@ class FineTuneJobStatus(StatusModel):
     distributed: Optional[StrategyChoice] = Field(
         None, description="The distributed strategy training runs with (what auto picked), and why.")
     workers: Optional[WorkersStatus] = Field(None, description="Worker pods.")
+    generation: Optional[WorkersStatus] = Field(
+        None, description="Generation server pods (spec.generation); ready counts those that answer.")
     evaluation: Optional[EvaluationStatus] = Field(None, description="Evaluation results.")
     output: Optional[OutputStatus] = Field(None, description="Where the trained model is.")
     start_time: Optional[str] = Field(None, description="When the job started.")

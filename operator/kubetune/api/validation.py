@@ -171,6 +171,17 @@ def training_problems(job: FineTuneJob) -> list[Problem]:
     ]
 
 
+def generation_problems(job: FineTuneJob) -> list[Problem]:
+    """TRL keys that contradict spec.generation: the operator points the ranks at its server."""
+    generation = job.spec.generation
+    if generation is None:
+        return []
+    return [Problem(f"spec.training.{key}", f"set by spec.generation (the ranks use the server the operator runs)"
+                                            f"; remove it" + (f" or set it to {agreed!r}" if agreed is not None else ""))
+            for key, agreed in generation.TRL_KEYS.items()
+            if key in job.spec.training and job.spec.training[key] != agreed]
+
+
 def batch_problems(job: FineTuneJob) -> list[Problem]:
     uneven = uneven_split(job.spec)
     return [Problem("spec.training.gradient_accumulation_steps", uneven)] if uneven else []
@@ -206,7 +217,7 @@ def parse_job(document: Any, old_document: Any = None) -> FineTuneJob:
     old_job = None
     if old_document is not None:
         old_job = FineTuneJob.model_validate({k: v for k, v in old_document.items() if k != "status"})
-    problems = cel_problems(job, old_job) + training_problems(job)
+    problems = cel_problems(job, old_job) + training_problems(job) + generation_problems(job)
     problems += [] if problems else batch_problems(job)
     if problems:
         raise InvalidJob(problems)

@@ -128,6 +128,27 @@ class ElasticConfig(Document):
                           "recomputed); None keeps the per-device batch instead.")
 
 
+class GenerationSettings(Document):
+    """How the generation server runs vLLM (TRL's `vllm serve` settings)."""
+
+    tensor_parallel: int = Field(1, ge=1, le=64, description="GPUs each vLLM engine shards the model over.")
+    data_parallel: Optional[int] = Field(
+        None, ge=1, le=1024, description="vLLM engines serving in parallel; defaults to the pool's GPUs / "
+                                         "tensorParallel (and 1 without GPUs).")
+    gpu_memory_utilization: float = Field(
+        0.9, gt=0, le=1, description="Share of each GPU's memory vLLM may take (weights and KV cache).")
+    max_model_len: Optional[int] = Field(
+        None, ge=1, description="Longest prompt plus completion vLLM plans for; defaults to the model's.")
+    args: list[str] = Field(default_factory=list, description="More `vllm serve` arguments, passed as they are.")
+
+
+class GenerationConfig(GenerationSettings):
+    """The server's settings with data_parallel resolved."""
+
+    data_parallel: int = 1
+    gpus: int = 0
+
+
 class SamplingConfig(Document):
     n: int = Field(1, ge=1, le=1024, description="Samples per prompt.")
     temperature: float = Field(0.0, ge=0, description="Sampling temperature; 0 is greedy.")
@@ -175,6 +196,9 @@ class TrainerConfig(Document):
     distributed: DistributedConfig = Field(default_factory=DistributedConfig)
     elastic: Optional[ElasticConfig] = None
     evaluation: EvaluationConfig = Field(default_factory=EvaluationConfig)
+    # The generation server's settings, when spec.generation runs one (the ranks' TRL keys in
+    # `training` point at it).
+    generation: Optional[GenerationConfig] = None
     output: OutputPaths
 
     @property

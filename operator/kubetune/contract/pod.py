@@ -22,6 +22,10 @@ MASTER_PORT = 29500
 RENDEZVOUS_PORT = 29400
 # Rank 0 serves Prometheus metrics on /metrics and its progress as JSON on /progress.
 METRICS_PORT = 9470
+# The generation server (spec.generation, TRL's vllm_mode server): vLLM's HTTP API, and the port
+# rank 0 opens for the NCCL group that pushes new weights to it (TRL's vllm_group_port default).
+GENERATION_PORT = 8000
+GENERATION_GROUP_PORT = 51216
 
 # Exit codes of `python -m trainer_entrypoint ...`.
 EXIT_SUCCESS = 0
@@ -36,6 +40,7 @@ TERMINATION_MESSAGE_LIMIT = 4000
 
 ENV_CONFIG = "KUBETUNE_CONFIG"
 ENV_METRICS_PORT = "KUBETUNE_METRICS_PORT"
+ENV_GENERATION_PORT = "KUBETUNE_GENERATION_PORT"
 # Where the runtime writes its termination message (Kubernetes reads /dev/termination-log).
 ENV_TERMINATION_LOG = "KUBETUNE_TERMINATION_LOG"
 # Set by the launcher for its ranks: where a rank leaves its failure report.

@@ -30,7 +30,9 @@ from ..lifecycle import (
 from ..lifecycle.conditions import seconds_since
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.evaluation import PUBLISHER
-from ..render.naming import evaluation_job_name, publish_job_name, worker_set_name
+from ..render.generation import CONTAINER as GENERATION_CONTAINER
+from ..render.generation import ROLE as GENERATION
+from ..render.naming import evaluation_job_name, generation_set_name, publish_job_name, worker_set_name
 from ..render.sources import OutputLocation
 from .cache import ClusterCache
 from .cluster import FINE_TUNE_JOB, Cluster, merge_patch
@@ -153,6 +155,8 @@ def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Opti
                   for upstream_name, status in upstream.items()},
         progress=read_progress(pods, context.progress_timeout) if reads_progress(status) else None,
         claim_pending=claim_pending(claim),
+        generation_pods=tuple(worker_pod(pod, GENERATION_CONTAINER) for pod in cluster.pods(namespace, name, GENERATION))
+        if job.spec.generation else (),
     )
 
 
@@ -172,11 +176,12 @@ def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
     for action in actions:
         if action.kind in CREATING:
             _ensure(context, job, action.kind, upstream_outputs(upstream))
-        elif action.kind == "scale_workers":
-            current = reads.stateful_set(namespace, worker_set_name(job.metadata.name))
+        elif action.kind in SCALED_SETS:
+            set_name = SCALED_SETS[action.kind](job.metadata.name)
+            current = reads.stateful_set(namespace, set_name)
             if current and current["spec"].get("replicas") != action.replicas:
                 context.remember("StatefulSet", cluster.patch_stateful_set(
-                    namespace, worker_set_name(job.metadata.name), {"spec": {"replicas": action.replicas}}))
+                    namespace, set_name, {"spec": {"replicas": action.replicas}}))
         elif action.kind == "restart_workers":
             for pod in reads.pods(namespace, job.metadata.name, "worker"):
                 cluster.delete_pod(namespace, pod["metadata"]["name"])
@@ -184,6 +189,11 @@ def apply(context: OperatorContext, job: FineTuneJob, actions: list[Action],
             cluster.delete_job(namespace, job.metadata.name)
         elif action.kind in BATCH_JOB_NAMES:
             cluster.delete_batch_job(namespace, BATCH_JOB_NAMES[action.kind](job))
+
+
+# The StatefulSet each scaling action names.
+SCALED_SETS: dict[str, Callable[[str], str]] = {"scale_workers": worker_set_name,
+                                                "scale_generation": generation_set_name}
 
 
 # The batch Job each deleting action names; the next reconcile creates it anew under that name.

@@ -19,6 +19,10 @@ a file of their own:
   a second out-of-memory   -> Failed (OutOfMemory), with what to lower
   restarts > backoffLimit  -> Failed (BackoffLimitExceeded)
   suspend                  -> Suspended; workers to zero (training.py)
+  spec.generation          -> its server first: the workers held at zero (Pending / Initializing)
+                              until it is ready (GenerationReady); its permanent errors, second
+                              out-of-memory and restarts past backoffLimit fail the job; it runs
+                              while the workers train and goes to zero with them (generating.py)
   otherwise                -> training objects ensured, workers at spec.resources.nodes;
                               Training when they all run, with the stall watchdog (training.py);
                               else Pending / Initializing with why the others do not, failing at
@@ -42,6 +46,7 @@ from ..render.sources import output_location
 from .conditions import ConditionType, seconds_since, timestamp
 from .evaluating import after_training, evaluates_again
 from .finished import finished
+from .generating import count_generation, generation_replicas, hold_for_generation
 from .observed import Observed
 from .phases import TERMINAL, Phase
 from .state import Decision, Event, Next, first_termination
@@ -66,6 +71,15 @@ def decide(
     observed: Observed,
     generation: Optional[int] = None,
 ) -> Decision:
+    decision = _decide(job, problems, status, observed, generation)
+    scaled = generation_replicas(job, decision.phase) if job is not None else None
+    if scaled:
+        decision.actions.append(scaled)
+    return decision
+
+
+def _decide(job: Optional[FineTuneJob], problems: list[str], status: FineTuneJobStatus, observed: Observed,
+            generation: Optional[int]) -> Decision:
     state = Next(status, observed, generation)
     if problems or job is None:
         message = "; ".join(problems) or "the spec cannot be read"
@@ -83,6 +97,7 @@ def decide(
     # Pods a scale-down removes are leaving: their exits and restarts are not failures.
     observed = observed.without_pods_from(job.spec.desired_workers())
     _count_workers(job, state, observed)
+    count_generation(job, state, observed)
     return _upstream(state, observed) or _before_training(job, state, observed)
 
 
@@ -120,4 +135,5 @@ def _before_training(job: FineTuneJob, state: Next, observed: Observed) -> Decis
     # Before the restart checks: workers restart after success too, and each restart counts.
     if state.holds(ConditionType.TRAINED) or first_termination(observed, lambda t: t.exit_code == 0):
         return after_training(job, state, observed)
-    return restart_budget(job, state, observed) or running(job, state, observed)
+    return (restart_budget(job, state, observed) or hold_for_generation(job, state, observed)
+            or running(job, state, observed))

@@ -93,6 +93,8 @@ class Observed:
     progress: Optional[Progress] = None
     # Why the output claim is not bound yet (None: bound, or not looked at).
     claim_pending: Optional[str] = None
+    # The generation server's pods (spec.generation); ready: its readiness probe passes.
+    generation_pods: tuple[WorkerPod, ...] = ()
 
     def without_pods_from(self, ordinal: int) -> "Observed":
         """Without the pods a scale-down removes (ordinals from `ordinal` on): they are leaving, not failing."""

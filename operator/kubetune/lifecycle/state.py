@@ -12,7 +12,7 @@ from .failures import failure, report_of
 from .observed import EvaluationRun, Observed, Termination, WorkerPod
 from .phases import TERMINAL, Phase
 
-ActionKind = Literal["ensure_training_objects", "scale_workers", "restart_workers", "ensure_evaluation_job",
+ActionKind = Literal["ensure_training_objects", "scale_workers", "scale_generation", "restart_workers", "ensure_evaluation_job",
                      "ensure_publish_job", "delete_evaluation_job", "delete_publish_job", "delete_job"]
 
 

@@ -12,6 +12,7 @@ import os
 import socket
 import subprocess
 import sys
+import urllib.request
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +23,9 @@ from ..contract.config import TrainerConfig
 from ..render.naming import POD_INDEX_LABEL
 
 # Env variables whose value is a bare port number of the workers' Service.
-PORT_VARIABLES = ("PET_MASTER_PORT", "MASTER_PORT")
+PORT_VARIABLES = ("PET_MASTER_PORT", "MASTER_PORT", contract.ENV_GENERATION_PORT)
+# The TRL keys that point the ranks at the generation server (render.generation).
+SERVER_HOST_KEY, SERVER_PORT_KEYS = "vllm_server_host", ("vllm_server_port", "vllm_group_port")
 
 
 def free_port() -> int:
@@ -51,20 +54,32 @@ class RunFolders:
         (folder / "tmp").mkdir(parents=True, exist_ok=True)
         return folder
 
-    def write_config(self, config_map_data: Mapping[str, str]) -> TrainerConfig:
-        """The ConfigMap's files under config/ with container paths turned into these folders;
-        the trainer config."""
+    def write_config(self, config_map_data: Mapping[str, str],
+                     ports: Optional[Mapping[int, int]] = None) -> TrainerConfig:
+        """The ConfigMap's files under config/ with container paths turned into these folders and
+        Service addresses into local ones; the trainer config."""
         (self.root / "config").mkdir(parents=True, exist_ok=True)
         (self.root / "output").mkdir(parents=True, exist_ok=True)
         files = {name: map_paths(json.loads(text), self.mapping) for name, text in config_map_data.items()}
+        local_server_address(files[contract.CONFIG_FILE]["training"], ports or {})
         for name, data in files.items():
             (self.root / "config" / name).write_text(json.dumps(data, indent=2))
         return TrainerConfig.model_validate(files[contract.CONFIG_FILE])
 
 
 def local_ports() -> dict[int, int]:
-    """The workers' Service ports, each as a free port of this machine."""
-    return {contract.MASTER_PORT: free_port(), contract.RENDEZVOUS_PORT: free_port()}
+    """The Service ports (the workers', the generation server's), each as a free port of this machine."""
+    return {port: free_port() for port in (contract.MASTER_PORT, contract.RENDEZVOUS_PORT, contract.GENERATION_PORT,
+                                           contract.GENERATION_GROUP_PORT)}
+
+
+def local_server_address(training: dict[str, Any], ports: Mapping[int, int]) -> None:
+    """The generation server's Service address in the TRL keys, as this machine's."""
+    if SERVER_HOST_KEY in training:
+        training[SERVER_HOST_KEY] = local_address(training[SERVER_HOST_KEY], ports)
+    for key in SERVER_PORT_KEYS:
+        if key in training:
+            training[key] = ports.get(training[key], training[key])
 
 
 def map_paths(value: Any, mapping: Mapping[str, str]) -> Any:
@@ -133,6 +148,8 @@ class LocalPod:
     restarts: int = 0
     exit_code: Optional[int] = None
     last_exit: Optional[tuple[int, str]] = None
+    # The readiness probe's URL here, when the container has an HTTP one.
+    readiness_url: Optional[str] = None
 
     @property
     def termination_log(self) -> Path:
@@ -162,6 +179,17 @@ class LocalPod:
     @property
     def running(self) -> bool:
         return self.process is not None and self.poll() is None
+
+    @property
+    def ready(self) -> bool:
+        """Running, and answering its readiness probe when it has one (as the kubelet checks)."""
+        if not self.running or self.readiness_url is None:
+            return self.running
+        try:
+            with urllib.request.urlopen(self.readiness_url, timeout=0.5) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
 
     def termination_message(self) -> str:
         return self.termination_log.read_text() if self.termination_log.exists() else ""
@@ -204,4 +232,14 @@ def local_pod(template_spec: Mapping[str, Any], name: str, namespace: str, ordin
     folder = folders.pod(name)
     env = container_env(container, pod_fields(name, namespace, ordinal), folders, folder, cache, ports)
     env[contract.ENV_METRICS_PORT] = str(free_port())
-    return LocalPod(name, command_of(container), env, folder)
+    return LocalPod(name, command_of(container), env, folder, readiness_url=readiness_url(container, ports))
+
+
+def readiness_url(container: Mapping[str, Any], ports: Mapping[int, int]) -> Optional[str]:
+    """The container's HTTP readiness probe as a local URL (its named port mapped like the Service's)."""
+    probe = (container.get("readinessProbe") or {}).get("httpGet")
+    if not probe:
+        return None
+    named = {port["name"]: port["containerPort"] for port in container.get("ports", [])}
+    port = named.get(probe["port"], probe["port"])
+    return f"http://127.0.0.1:{ports.get(port, port)}{probe.get('path', '/')}"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 import urllib.request
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -86,6 +86,7 @@ class LocalCluster:
     ports: dict[int, int] = field(default_factory=dict)
     workers: dict[int, LocalPod] = field(default_factory=dict)
     replicas: int = 0
+    generation: dict[int, LocalPod] = field(default_factory=dict)  # the generation server's pods
     evaluation: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
     publishing: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
     overrides: dict[str, str] = field(default_factory=dict)  # env every pod gets on this machine
@@ -110,12 +111,12 @@ class LocalCluster:
             pod.env["PET_LOCAL_ADDR"] = f"127.0.0.{ordinal + 1}"
         return pod
 
+    def _generation_pod(self, ordinal: int) -> LocalPod:
+        manifest = self.objects.generation_stateful_set
+        return self._pod(manifest["spec"]["template"]["spec"], f"{manifest['metadata']['name']}-{ordinal}", ordinal)
+
     def scale(self, replicas: int) -> None:
-        for ordinal in range(self.replicas, replicas):
-            self.workers[ordinal] = self._worker(ordinal)
-            self.workers[ordinal].start()
-        for ordinal in [o for o in self.workers if o >= replicas]:
-            self.workers.pop(ordinal).kill()
+        _scale(self.workers, self._worker, replicas)
         self.replicas = replicas
 
     def __post_init__(self) -> None:
@@ -135,6 +136,8 @@ class LocalCluster:
     def apply(self, action: Action) -> None:
         if action.kind == "scale_workers" and action.replicas is not None:
             self.scale(action.replicas)
+        elif action.kind == "scale_generation" and action.replicas is not None:
+            _scale(self.generation, self._generation_pod, action.replicas)
         elif action.kind == "restart_workers":
             self.restart_workers()
         elif action.kind == "ensure_evaluation_job":
@@ -144,7 +147,7 @@ class LocalCluster:
 
     def restart_exited(self) -> None:
         """What the kubelet and the Job controller do after the lifecycle has seen an exit."""
-        for pod in self.workers.values():
+        for pod in list(self.workers.values()) + list(self.generation.values()):
             if pod.poll() is not None:
                 pod.start()
         self.evaluation.retry()
@@ -155,9 +158,11 @@ class LocalCluster:
             if pod.poll() not in (None, 0):
                 self.failed_pod = pod
         pods = tuple(self.observed_pod(pod) for _, pod in sorted(self.workers.items()))
+        generation = tuple(replace(self.observed_pod(pod), ready=pod.ready)
+                           for _, pod in sorted(self.generation.items()))
         return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
                         evaluation=self.evaluation.observed(), publish=self.publishing.observed(),
-                        progress=self.progress())
+                        progress=self.progress(), generation_pods=generation)
 
     @staticmethod
     def observed_pod(pod: LocalPod) -> WorkerPod:
@@ -179,11 +184,22 @@ class LocalCluster:
             return None
 
     def stop(self) -> None:
-        for pod in list(self.workers.values()) + [job.pod for job in (self.evaluation, self.publishing) if job.pod]:
+        batch = [job.pod for job in (self.evaluation, self.publishing) if job.pod]
+        for pod in list(self.workers.values()) + list(self.generation.values()) + batch:
             pod.kill()
 
     def failed_worker_logs(self) -> str:
         return self.failed_pod.last_log_lines(LAST_LOG_LINES) if self.failed_pod else ""
+
+
+def _scale(pods: dict[int, LocalPod], make: Callable[[int], LocalPod], replicas: int) -> None:
+    """What the StatefulSet controller does: pods up to `replicas` started, those above killed."""
+    for ordinal in range(replicas):
+        if ordinal not in pods:
+            pods[ordinal] = make(ordinal)
+            pods[ordinal].start()
+    for ordinal in [o for o in pods if o >= replicas]:
+        pods.pop(ordinal).kill()
 
 
 @dataclass
@@ -199,8 +215,9 @@ class LocalRun:
         folders, cache = RunFolders(run_dir.resolve()), cache.resolve()
         job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": job_uid(folders)})})
         objects = render_job(job)
-        config = folders.write_config(objects.config_map["data"])
-        cluster = LocalCluster(job, objects, folders, cache, local_ports(), overrides=overrides)
+        ports = local_ports()
+        config = folders.write_config(objects.config_map["data"], ports)
+        cluster = LocalCluster(job, objects, folders, cache, ports, overrides=overrides)
         (folders.root / NODES_FILE).unlink(missing_ok=True)
         local = cls(job, folders, cluster, config)
         local.record_job()

@@ -13,6 +13,7 @@ from typing import Any, Mapping, Optional
 from .. import contract
 from ..api.models import ClaimTemplateSpec, FineTuneJob
 from .evaluation import evaluation_job, publish_job
+from .generation import generation_service, generation_stateful_set
 from .naming import config_map_name, metadata
 from .pods import RenderSettings
 from .sources import OutputLocation, output_location, upstream_jobs
@@ -32,10 +33,14 @@ class RenderedJob:
     evaluation_job: Optional[dict[str, Any]]
     # None when the job publishes nowhere.
     publish_job: Optional[dict[str, Any]] = None
+    # The generation server (spec.generation), when the job has one.
+    generation_service: Optional[dict[str, Any]] = None
+    generation_stateful_set: Optional[dict[str, Any]] = None
 
     def training_objects(self) -> list[dict[str, Any]]:
         """What the operator creates at once, in creation order."""
-        objects = [self.config_map, self.output_claim, self.service, self.stateful_set]
+        objects = [self.config_map, self.output_claim, self.generation_service, self.generation_stateful_set,
+                   self.service, self.stateful_set]
         return [obj for obj in objects if obj is not None]
 
     def all_objects(self) -> list[dict[str, Any]]:
@@ -71,6 +76,8 @@ def render_job(
             None if job.spec.evaluation_skipped_because() else evaluation_job(job, settings, output, sources)
         ),
         publish_job=publish_job(job, settings, output, sources) if job.spec.output.publish else None,
+        generation_service=generation_service(job),
+        generation_stateful_set=generation_stateful_set(job, settings, output, sources),
     )
 
 

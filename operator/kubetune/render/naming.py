@@ -20,6 +20,19 @@ def worker_service_name(job_name: str) -> str:
     return f"{job_name}-workers"
 
 
+def generation_set_name(job_name: str) -> str:
+    return f"{job_name}-generation"
+
+
+def generation_service_name(job_name: str) -> str:
+    return f"{job_name}-generation"
+
+
+def generation_host(job_name: str, namespace: str) -> str:
+    """The generation server's DNS name, through its Service."""
+    return f"{generation_service_name(job_name)}.{namespace}.svc"
+
+
 def config_map_name(job_name: str) -> str:
     return f"{job_name}-config"
 

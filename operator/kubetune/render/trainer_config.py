@@ -16,6 +16,7 @@ from ..contract.config import (
     DistributedConfig,
     ElasticConfig,
     EvaluationConfig,
+    GenerationConfig,
     JobRef,
     ModelConfig,
     OutputPaths,
@@ -28,6 +29,7 @@ from ..contract.distributed import deepspeed_config as contract_deepspeed_config
 from ..contract.gpus import gpu_for_pods
 from ..contract.publish import PublishTarget, claim_of
 from ..contract.sources import Location
+from .generation import server_training_args
 from .sources import OutputLocation, ResolvedSource, job_sources, output_location, resolve_source
 
 
@@ -68,6 +70,7 @@ def managed_training_args(job: FineTuneJob, paths: OutputPaths) -> dict[str, Any
         "save_steps": checkpointing.every_steps,
         "save_total_limit": checkpointing.keep,
         **_distributed_training_args(job.spec.distributed),
+        **server_training_args(job),
     }
 
 
@@ -119,5 +122,8 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         evaluation=EvaluationConfig.of(
             evaluation, dataset=_dataset(evaluation.dataset, location("spec.evaluation.dataset.source"))
             if evaluation.dataset else None, digest=evaluation.digest()),
+        generation=GenerationConfig.of(spec.generation, data_parallel=spec.generation.engines(),
+                                       gpus=spec.generation.nodes * spec.generation.gpus_per_node)
+        if spec.generation else None,
         output=paths,
     )
