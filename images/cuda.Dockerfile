@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # The GPU images: two targets over one base, so a node that runs both pulls the base once.
-#   trainer    torch, TRL, DeepSpeed, peft, Liger kernels; flash-attention 2 with FLASH_ATTN=1
-#              (a source build of an hour or more)
+#   trainer    torch, TRL, DeepSpeed, peft, Liger kernels, vLLM (GRPO/RLOO generate with it in the
+#              training processes); flash-attention 2 with FLASH_ATTN=1 (a source build of an hour
+#              or more)
 #   evaluator  vLLM, with the transformers engine beside it for loss and perplexity
 # Build from the repository root:
 #   docker build -f images/cuda.Dockerfile --target trainer -t ghcr.io/kubetune/trainer:0.1.0 .

@@ -48,7 +48,8 @@ class Lock:
 
 LOCKS = {
     "operator": Lock("images/locks/operator.lock", extras=("operator",)),
-    "trainer": Lock("images/locks/trainer.lock", extras=("trainer", "deepspeed", "s3", "liger")),
+    # vLLM in the trainer too: GRPO and RLOO generate with it inside the training processes.
+    "trainer": Lock("images/locks/trainer.lock", extras=("trainer", "deepspeed", "s3", "liger", "vllm")),
     # Built from source in the trainer image with --build-arg FLASH_ATTN=1, over the trainer lock.
     "trainer-flash-attn": Lock(
         "images/locks/trainer-flash-attn.lock",
@@ -56,7 +57,7 @@ LOCKS = {
         constraint_files=("images/locks/trainer.lock",),
         no_deps=True,
     ),
-    "evaluator": Lock("images/locks/evaluator.lock", extras=("trainer", "s3", "eval")),
+    "evaluator": Lock("images/locks/evaluator.lock", extras=("trainer", "s3", "vllm")),
 }
 
 

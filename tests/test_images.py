@@ -113,14 +113,24 @@ def test_a_new_input_makes_the_lock_check_fail(tmp_path):
     assert "+six==" in result.stdout and "images/locks/operator.lock" in result.stdout
 
 
-def test_the_flash_attention_lock_agrees_with_the_trainer_lock():
-    def pins(path):
-        lines = (IMAGES / "locks" / path).read_text().splitlines()
-        return dict(line.split(" ")[0].split("==") for line in lines if line[:1].isalpha())
+def lock_pins(path):
+    lines = (IMAGES / "locks" / path).read_text().splitlines()
+    return dict(line.split(" ")[0].split("==") for line in lines if line[:1].isalpha())
 
-    trainer, flash = pins("trainer.lock"), pins("trainer-flash-attn.lock")
+
+def test_the_flash_attention_lock_agrees_with_the_trainer_lock():
+    trainer, flash = lock_pins("trainer.lock"), lock_pins("trainer-flash-attn.lock")
     assert "flash-attn" in flash and "torch" in trainer
     assert all(flash[name] == trainer[name] for name in flash.keys() & trainer.keys())
+
+
+def test_the_evaluator_lock_is_the_trainer_lock_less_its_training_kernels():
+    """Both GPU images run vLLM on the same stack: the trainer for GRPO/RLOO generation, the
+    evaluator for evaluation."""
+    trainer, evaluator = lock_pins("trainer.lock"), lock_pins("evaluator.lock")
+    assert "vllm" in trainer and "deepspeed" not in evaluator
+    assert evaluator.keys() <= trainer.keys()
+    assert {name: (evaluator[name], trainer[name]) for name in evaluator if evaluator[name] != trainer[name]} == {}
 
 
 @pytest.fixture(scope="module")
@@ -184,13 +194,18 @@ def test_trainer_and_evaluator_images_run_the_quickstart(image_venvs, tmp_path):
 
 
 @pytest.mark.parametrize("name, code", [
-    ("trainer", "import torch, trl, peft, deepspeed, liger_kernel, boto3; assert torch.version.cuda"),
-    ("evaluator", "import torch, vllm, peft; from vllm import LLM; from vllm.lora.request import LoRARequest; "
-                  "import trainer_entrypoint.evaluate.engines; assert torch.version.cuda"),
+    # GRPO and RLOO generate with vLLM inside the training processes.
+    ("trainer", "import torch, trl, peft, deepspeed, liger_kernel, boto3, vllm; from vllm import LLM; "
+                "from trl.import_utils import is_vllm_available; assert is_vllm_available(); assert torch.version.cuda"),
+    ("evaluator", "import torch, trl, vllm, peft; from vllm import LLM; from vllm.lora.request import LoRARequest; "
+                  "import trainer_entrypoint.evaluate.engines; from trl.import_utils import is_vllm_available; "
+                  "assert is_vllm_available(); assert torch.version.cuda"),
 ])
 def test_gpu_images_carry_their_cuda_stack(image_venvs, name, code):
-    result = run(image_venvs[name] / "bin" / "python", "-c", code)
+    result = run(image_venvs[name] / "bin" / "python", "-W", "always", "-c", code)
     assert result.returncode == 0, result.stderr[-3000:]
+    # TRL warns on import of a vLLM outside the range it supports (tests/test_versions.py).
+    assert "TRL currently supports vLLM" not in result.stderr, result.stderr[-3000:]
 
 
 # --- Dockerfiles -----------------------------------------------------------------------
