@@ -15,6 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import sys
+import tempfile
 
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig
@@ -22,6 +23,9 @@ from kubetune.contract.config import TrainerConfig
 from .errors import PermanentError, exit_code_for
 from .sources import model_reference
 
+# A Unix socket's path has at most 107 bytes (sockaddr_un.sun_path); vLLM names its engine's
+# ZeroMQ sockets with a 36-character uuid under VLLM_RPC_BASE_PATH (the temp folder by default).
+LONGEST_SOCKET_FOLDER = 60
 VLLM_CLI = "vllm.entrypoints.cli.main"
 VLLM_API_SERVER = "vllm.entrypoints.openai.api_server"
 
@@ -83,6 +87,8 @@ def main() -> int:
             raise
         return code
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
+    if len(tempfile.gettempdir()) > LONGEST_SOCKET_FOLDER:  # a deep TMPDIR, as a local run's pod folder has
+        env.setdefault("VLLM_RPC_BASE_PATH", tempfile.mkdtemp(prefix="vllm-rpc-", dir="/tmp"))
     if not cuda:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default sizing fails on small hosts
     print(f"kubetune: generation server: {' '.join(command[1:])}", flush=True)
