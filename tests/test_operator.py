@@ -63,8 +63,8 @@ def wait_phase(harness, expected, name="demo", timeout=20):
     return eventually(lambda: phase(harness, name) == expected, timeout, f"{name} phase {expected}")
 
 
-def replicas(harness, name="demo"):
-    return harness.cluster.stateful_set(NS, f"{name}-worker")["spec"]["replicas"]
+def replicas(harness, name="demo", role="worker"):
+    return harness.cluster.stateful_set(NS, f"{name}-{role}")["spec"]["replicas"]
 
 
 def container_status(state="running", exit_code=None, message="", restarts=0, last=None, name="trainer"):
@@ -89,10 +89,11 @@ def owner(controller):
             "name": controller["metadata"]["name"], "uid": controller["metadata"]["uid"]}
 
 
-def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None, conditions=()):
-    """Write a worker pod the way the StatefulSet controller and kubelet (or the scheduler) would."""
-    name = f"{job}-worker-{ordinal}"
-    workers = harness.cluster.stateful_set(NS, f"{job}-worker")
+def set_worker_pod(harness, ordinal, status, job="demo", pod_ip=None, conditions=(), role="worker"):
+    """Write a worker (or generation server) pod the way the StatefulSet controller and kubelet
+    (or the scheduler) would."""
+    name = f"{job}-{role}-{ordinal}"
+    workers = harness.cluster.stateful_set(NS, f"{job}-{role}")
     template = workers["spec"]["template"]
     pod_status = {"phase": "Running" if status else "Pending", "containerStatuses": [status] if status else [],
                   "conditions": list(conditions)}
@@ -294,6 +295,24 @@ def test_suspend_scales_to_zero_and_resume_scales_back(harness):
     patch_spec(harness, "demo", {"runPolicy": {"suspend": False}})
     eventually(lambda: replicas(harness) == 2, what="resumed")
     eventually(lambda: condition(harness, "Suspended")["reason"] == "Resumed", what="Suspended=False")
+
+
+def test_a_generation_server_runs_first_then_the_workers_then_goes_to_zero_with_them(harness):
+    harness.start_operator()
+    create_job(harness, job_document(method="grpo", rewards=[{"function": "answer_match"}],
+                                     generation={"gpusPerNode": 0}))
+    eventually(lambda: replicas(harness, "demo", "generation") == 1, what="the server scaled up")
+    assert replicas(harness) == 0 and condition(harness, "GenerationReady")["reason"] == "ServerStarting"
+    set_worker_pod(harness, 0, container_status("crashloop", name="server", restarts=1,
+                                                last=(1, "RuntimeError: engine core died")), role="generation")
+    eventually(lambda: condition(harness, "GenerationReady")["reason"] == "ServerRestarting", what="its crash named")
+    assert "engine core died" in condition(harness, "GenerationReady")["message"] and replicas(harness) == 0
+    set_worker_pod(harness, 0, container_status(name="server", restarts=1), role="generation")
+    eventually(lambda: replicas(harness) == 1, what="the workers started once it was ready")
+    assert condition(harness, "GenerationReady")["status"] == "True"
+    assert get_job(harness)["status"]["generation"]["restarts"] == 1
+    set_worker_pod(harness, 0, container_status("terminated", exit_code=0))
+    eventually(lambda: replicas(harness, "demo", "generation") == 0, what="the server scaled to zero after training")
 
 
 def test_active_deadline_fails_the_job(harness):
