@@ -13,6 +13,7 @@ from .distributed import STRATEGIES
 from .document import Document
 from .evaluation import Gate
 from .formats import FORMAT_NAMES
+from .initialization import CacheSettings
 from .publish import PublishTarget
 from .methods import METHOD_NAMES, METHODS, Method
 from .metrics import METRIC_PATTERN, METRICS
@@ -199,6 +200,8 @@ class TrainerConfig(Document):
     # The generation server's settings, when spec.generation runs one (the ranks' TRL keys in
     # `training` point at it).
     generation: Optional[GenerationConfig] = None
+    # Where the initializer put the job's remote sources; None: each pod reads them itself.
+    cache: Optional[CacheSettings] = None
     output: OutputPaths
 
     @property

@@ -10,6 +10,8 @@ CACHE_DIR = "/cache"
 INPUTS_DIR = "/inputs"
 PUBLISH_DIR = "/publish"  # the publish Job mounts each pvc:// target claim at PUBLISH_DIR/<claim>
 TMP_DIR = "/tmp"
+# The model and data cache the initializer fills (read-only in the other pods).
+MODEL_CACHE_DIR = "/model-cache"
 SHM_DIR = "/dev/shm"
 
 # Inside the output folder.
