@@ -46,7 +46,7 @@ test: install $(VENV)/.installed-vllm $(VENV)/.installed-helm $(VENV)/.installed
 	rm -rf $(RUN_DIR) && mkdir -p $(RUN_DIR)/tmp
 	TMPDIR=$(RUN_DIR)/tmp HF_HOME=$(RUN_DIR)/hf HF_HUB_OFFLINE=1 \
 	TORCH_EXTENSIONS_DIR=$(RUN_DIR)/torch_extensions VLLM_CACHE_ROOT=$(RUN_DIR)/vllm \
-	TORCHINDUCTOR_CACHE_DIR=$(RUN_DIR)/inductor UV_CACHE_DIR=$(RUN_DIR)/uv \
+	TORCHINDUCTOR_CACHE_DIR=$(RUN_DIR)/inductor UV_CACHE_DIR=$(RUN_DIR)/uv KUBETUNE_CACHE_DIR=$(RUN_DIR)/kubetune-cache \
 	$(PY) -m pytest --basetemp=$(RUN_DIR)/pytest $(PYTEST_ARGS)
 
 # Regenerate the checked-in files derived from code.

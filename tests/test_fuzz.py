@@ -69,4 +69,4 @@ def test_fuzzed_documents_are_refused_by_field_or_render_valid_manifests(documen
     for manifest in render_job(job).all_objects():
         kubernetes_validate.validate(manifest, "1.34", strict=True)
     decision = decide(job, [], FineTuneJobStatus(), Observed(now=datetime.now(timezone.utc)))
-    assert decision.phase in ("Pending", "Suspended")
+    assert decision.phase in ("Pending", "Initializing", "Suspended")

@@ -12,6 +12,7 @@ from kubetune.api.crd import generate_crd
 from kubetune.api.models import FineTuneJobStatus
 from kubetune.api.validation import parse_job
 from kubetune.contract.failure import FAILURE_CLASSES, FailureReport
+from kubetune.contract.initialization import InitializationReport
 from kubetune.contract.plan import StrategyChoice
 from kubetune.contract.progress import Progress
 from kubetune.lifecycle import (Action, ConditionType, EvaluationRun, Observed, Phase, Termination, WorkerPod,
@@ -146,6 +147,17 @@ def gated(delta, interval, on_regression="keep"):
 # A GRPO job whose generation server runs on one GPU pod.
 SERVER = {"method": "grpo", "rewards": [{"function": "answer_match"}], "resources": {"gpusPerNode": 1},
           "generation": {"gpusPerNode": 1}}
+
+
+# A job whose model comes from the Hub: the initializer downloads it first.
+FROM_HUB = {"model": {"source": "hf://Qwen/Qwen2.5-0.5B"}}
+FETCHED = json.dumps({"sources": [{"source": "hf://Qwen/Qwen2.5-0.5B", "location": {"kind": "hf",
+                                   "ref": "Qwen/Qwen2.5-0.5B"}, "revision": "a1b2c3", "path": "/model-cache/e/1",
+                                   "bytesDone": 988000000, "bytesTotal": 988000000, "cached": True}],
+                      "seconds": 1.5})
+HALF_FETCHED = FETCHED.replace('"bytesDone": 988000000', '"bytesDone": 494000000').replace(
+    '"path": "/model-cache/e/1", ', "")
+INITIALIZED = {"phase": "Initializing", "conditions": [holds("Initialized", "True", "SourcesReady", ago(5))]}
 
 
 def server_pod(**state):
@@ -356,6 +368,31 @@ TABLE = [
      *publishing(0.05, [0.01, 0.09], EvaluationRun(succeeded=True, completed_at=ago(RESULT_GRACE_SECONDS))),
      "Publishing", [condition("Published", "False", "PublishResultLost")],
      [Action("delete_publish_job"), Absent(Action("ensure_publish_job"))]),
+    # --- the initializer (hf:// and s3:// sources) ---
+    ("a job with a hub model runs its initializer first, the workers at zero", FROM_HUB, {}, Observed(NOW),
+     "Initializing", [condition("Initialized", "False", "Downloading"),
+                      condition("Running", "False", "WaitingForInitialization")],
+     [Action("ensure_training_objects"), Action("scale_workers", 0), Absent(Action("scale_workers", 1))]),
+    ("the initializer's progress reaches status", FROM_HUB, {"phase": "Initializing"},
+     Observed(NOW, initialization=EvaluationRun(),
+              initialization_progress=InitializationReport.decode(HALF_FETCHED)),
+     "Initializing", [condition("Initialized", "False", "Downloading")], [Action("scale_workers", 0)]),
+    ("the initializer's success starts the workers", FROM_HUB, {"phase": "Initializing"},
+     Observed(NOW, WorkerSet(0), initialization=EvaluationRun(succeeded=True, message=FETCHED)),
+     "Pending", [condition("Initialized", "True", "SourcesReady")], [Action("scale_workers", 1)]),
+    ("once initialized, the initializer is not waited for again", FROM_HUB, INITIALIZED,
+     Observed(NOW, WorkerSet(1, 1), (running(),)),
+     "Training", [condition("Running", "True", "WorkersRunning")], [Action("scale_workers", 1)]),
+    ("a source that cannot exist fails the job at once, naming it", FROM_HUB, {"phase": "Initializing"},
+     Observed(NOW, initialization=EvaluationRun(failed=True, message=report(
+         "PermanentError", "model hf://Qwen/Qwen2.5-0.5B: RepositoryNotFoundError: 404"))),
+     "Failed", [condition("Failed", "True", "PermanentError")], [Action("scale_workers", 0)]),
+    ("an initializer failing past backoffLimit fails the job", FROM_HUB, {"phase": "Initializing"},
+     Observed(NOW, initialization=EvaluationRun(failed=True, message=report("Crashed", "HTTP 500 from the Hub"))),
+     "Failed", [condition("Failed", "True", "InitializationFailed")], [Action("scale_workers", 0)]),
+    ("a generation server waits for the initializer", {**SERVER, **FROM_HUB}, {}, Observed(NOW),
+     "Initializing", [condition("Initialized", "False", "Downloading")],
+     [Action("scale_generation", 0), Action("scale_workers", 0)]),
     # --- a generation server (spec.generation) ---
     ("a generation server starts first, the workers held at zero", SERVER, {}, Observed(NOW),
      "Pending", [condition("GenerationReady", "False", "ServerStarting"),

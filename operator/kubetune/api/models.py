@@ -49,6 +49,7 @@ from ..contract.metrics import REWARD_MODEL_JOB_METRICS, REWARD_MODEL_METRICS, M
 from ..contract.pod import RESERVED_ENV_NAMES, RESERVED_ENV_PREFIXES
 from ..contract.failure import FAILURE_CLASSES, FailureClass
 from ..contract.plan import StrategyChoice
+from ..contract.initialization import FetchedSource
 from ..contract.progress import TrainingNumbers, TrainingPhase
 from .kube_schemas import kube_type
 
@@ -466,6 +467,13 @@ class SecretKeyRef(KubeModel):
     key: str = Field("token", description="The key inside the Secret.")
 
 
+class CacheSpec(KubeModel):
+    claim_name: Optional[str] = Field(
+        None, pattern=DNS_SUBDOMAIN_PATTERN, max_length=253,
+        description="A claim (ReadWriteMany) holding the model and data cache, shared with other jobs that name it; "
+                    "defaults to the operator's shared cache claim, else a folder of the job's output claim.")
+
+
 class CredentialsSpec(KubeModel):
     hf_token: Optional[SecretKeyRef] = Field(None, description="Secret key holding a Hugging Face token (HF_TOKEN).")
     s3_secret_name: Optional[str] = Field(
@@ -481,7 +489,7 @@ _GENERATING_METRICS_ONLY = f"self.evaluation.metrics.all(m, m in {_cel_list(REWA
 class FineTuneJobSpec(KubeModel):
     model_config = cel_rules(
         *(unchanged(field) for field in ("method", "model", "dataset", "training", "distributed", "checkpointing",
-                                          "output", "credentials")),
+                                          "output", "credentials", "cache")),
         *(unchanged(field, optional=True) for field in ("peft", "rewards", "generation")),
         {"rule": "!has(self.peft) || self.peft.method != 'qlora' || self.resources.gpusPerNode > 0",
          "message": "qlora needs GPUs (resources.gpusPerNode > 0)", "fieldPath": ".peft.method"},
@@ -534,6 +542,9 @@ class FineTuneJobSpec(KubeModel):
     credentials: CredentialsSpec = Field(
         default_factory=CredentialsSpec, description="Secrets the pods read sources with; never in the ConfigMap."
     )
+    cache: CacheSpec = Field(
+        default_factory=CacheSpec, description="Where the initializer keeps the hf:// and s3:// sources it downloads "
+                                               "once for every pod of the job.")
 
     def desired_workers(self) -> int:
         """Worker pods the job should run now: none while suspended."""
@@ -571,6 +582,7 @@ class ConditionType(StrEnum):
     RESTARTING = "Restarting"  # a worker is restarting after it exited or crashed
     STALLED = "Stalled"  # the stall watchdog restarted the workers; False once a step moved again
     SUSPENDED = "Suspended"  # spec.runPolicy.suspend scaled the workers to zero
+    INITIALIZED = "Initialized"  # the initializer fetched every hf:// and s3:// source into the cache
     GENERATION_READY = "GenerationReady"  # the generation server answers (spec.generation; False: why not)
     TRAINED = "Trained"  # training succeeded and the model is saved; the workers stay at zero
     EVALUATED = "Evaluated"  # the evaluation Job reported its metrics (False: why it does not yet)
@@ -597,6 +609,16 @@ class ProgressStatus(TrainingNumbers, StatusModel):
     display: Optional[str] = Field(None, description="step/total (percent), for kubectl get.")
     last_checkpoint: Optional[str] = Field(None, description="The newest checkpoint saved.")
     last_step_time: Optional[str] = Field(None, description="When the reported step last changed.")
+
+
+class SourceStatus(FetchedSource, StatusModel):
+    """One source the initializer fetched."""
+
+
+class InitializationStatus(StatusModel):
+    sources: list[SourceStatus] = Field(default_factory=list, description="Each hf:// or s3:// source of the job.")
+    display: Optional[str] = Field(None, description="Bytes fetched of all sources, for kubectl get.")
+    seconds: Optional[float] = Field(None, description="Time the initializer took, once done.")
 
 
 class SeenPod(StatusModel):
@@ -666,6 +688,8 @@ class FineTuneJobStatus(StatusModel):
     workers: Optional[WorkersStatus] = Field(None, description="Worker pods.")
     generation: Optional[WorkersStatus] = Field(
         None, description="Generation server pods (spec.generation); ready counts those that answer.")
+    initialization: Optional[InitializationStatus] = Field(
+        None, description="What the initializer fetched into the cache: per source the revision, entry and bytes.")
     evaluation: Optional[EvaluationStatus] = Field(None, description="Evaluation results.")
     output: Optional[OutputStatus] = Field(None, description="Where the trained model is.")
     start_time: Optional[str] = Field(None, description="When the job started.")

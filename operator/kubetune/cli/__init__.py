@@ -16,6 +16,7 @@ from ..api.validation import InvalidJob, Problem, parse_job
 from ..contract.gpus import GPU_NAMES
 from ..render import RenderSettings, output_location, render_job
 from ..yamlio import UnreadableYAML, dump_all, load_all
+from .cache import CACHE_DIR_OPTION, cache, cache_root
 
 
 @dataclass
@@ -179,7 +180,9 @@ def local_overrides(job: FineTuneJob) -> dict[str, str]:
 @click.option("--run-dir", default=None, help="Folder for the job's volumes and logs.  [default: kubetune-runs/NAME]")
 @click.option("--nodes", type=click.IntRange(min=1), default=None,
               help="Worker pods to start with, instead of spec.resources.nodes.")
-def run(file: str, job_name: Optional[str], run_dir: Optional[str], nodes: Optional[int]) -> None:
+@CACHE_DIR_OPTION
+def run(file: str, job_name: Optional[str], run_dir: Optional[str], nodes: Optional[int],
+        cache_dir: Optional[str]) -> None:
     """Run a FineTuneJob on this machine: the operator's pods as local processes.
 
     Running the same command again resumes from the last checkpoint (or, after success,
@@ -203,7 +206,7 @@ def run(file: str, job_name: Optional[str], run_dir: Optional[str], nodes: Optio
         sys.exit(2)
     folder = Path(run_dir or Path("kubetune-runs") / job.metadata.name)
     console = Console()
-    local = LocalRun.prepare(job, folder, folder / "cache", local_overrides(job))
+    local = LocalRun.prepare(job, folder, folder / "cache", local_overrides(job), cache_root(cache_dir))
     console.print(f"kubetune: running {job.metadata.name} in {folder} (pod logs: {folder}/pods/*/log.txt)")
     started = time.monotonic()
     try:
@@ -301,6 +304,8 @@ def crd() -> None:
     """Print the FineTuneJob CustomResourceDefinition generated from the API models."""
     click.echo(render_crd_yaml(), nl=False)
 
+
+main.add_command(cache)
 
 if __name__ == "__main__":
     main()

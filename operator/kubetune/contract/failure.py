@@ -17,6 +17,7 @@ FAILURE_CLASSES: dict[str, str] = {
     "RendezvousTimeout": "the workers could not form their process group in time",
     "CollectiveTimeout": "a collective operation (NCCL or gloo) timed out: a rank hung or was lost",
     "Crashed": "the trainer raised an error it could not classify",
+    "InitializationFailed": "the initializer could not fetch a source (the message names it) within backoffLimit",
     "ImagePull": "an image cannot be pulled (or its name is invalid)",
     "ContainerConfig": "a container cannot be configured: a Secret or key it needs is missing",
     "Unschedulable": "the pods could not all be scheduled, or their claim bound, in time",

@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Optional
 
+from pydantic import Field
+
 from .document import Document
 
 
@@ -24,16 +26,19 @@ class Scheme:
     # Secret keys a pod needs to read it (each reaches the pod as its own secretKeyRef), and
     # whether each is optional; the Secret is named by spec.credentials.<name>SecretName.
     secret_keys: dict[str, bool] = field(default_factory=dict)
+    # Downloaded once per job by its initializer into the cache, which every pod then reads.
+    downloaded: bool = False
 
 
 PATH = "path"  # an absolute path inside the image: no scheme
 
 SCHEMES: dict[str, Scheme] = {s.name: s for s in (
-    Scheme("hf", r"hf://[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?", "hf://<org>/<name> (Hugging Face Hub)"),
+    Scheme("hf", r"hf://[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9._-]+)?", "hf://<org>/<name> (Hugging Face Hub)",
+           downloaded=True),
     Scheme("pvc", r"pvc://[a-z0-9]([-a-z0-9]*[a-z0-9])?(/[^\s]*)?", "pvc://<claim>/<path>", mounts_claim=True),
     Scheme("s3", r"s3://[a-z0-9][a-z0-9.-]*[a-z0-9](/[^\s]*)?", "s3://<bucket>/<prefix>",
            secret_keys={"AWS_ACCESS_KEY_ID": False, "AWS_SECRET_ACCESS_KEY": False, "AWS_SESSION_TOKEN": True,
-                        "AWS_ENDPOINT_URL": True, "AWS_DEFAULT_REGION": True}),
+                        "AWS_ENDPOINT_URL": True, "AWS_DEFAULT_REGION": True}, downloaded=True),
     Scheme("job", r"job://[a-z]([-a-z0-9]*[a-z0-9])?",
            "job://<FineTuneJob in the same namespace> (its trained output)", mounts_claim=True),
     Scheme("builtin", r"builtin://tiny", "builtin://tiny (a tiny local model and dataset for smoke tests)"),
@@ -54,6 +59,6 @@ class Location(Document):
     """Where a pod finds a source: kind is a scheme the pod opens itself (hf, s3, builtin) or
     `path` (an absolute path in the pod, a mounted claim's folder among them)."""
 
-    kind: str
-    ref: str  # the path, or what follows <kind>:// in the source
-    job: Optional[str] = None  # the job:// upstream a path belongs to, for messages
+    kind: str = Field(description="The scheme the pod opens (hf, s3, builtin), or path.")
+    ref: str = Field(description="The path, or what follows <kind>:// in the source.")
+    job: Optional[str] = Field(None, description="The job:// upstream a path belongs to, for messages.")

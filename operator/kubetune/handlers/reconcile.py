@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 from .. import contract
 from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..api.validation import InvalidJob, parse_job
+from ..contract.document import D
+from ..contract.initialization import InitializationReport
 from ..contract.progress import PROGRESS_PATH, Progress
 from ..lifecycle import (
     Action,
@@ -27,12 +29,15 @@ from ..lifecycle import (
     worker_pod,
     worker_set,
 )
-from ..lifecycle.conditions import seconds_since
+from ..lifecycle.conditions import ConditionType, is_true, seconds_since
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.evaluation import PUBLISHER
 from ..render.generation import CONTAINER as GENERATION_CONTAINER
 from ..render.generation import ROLE as GENERATION
-from ..render.naming import evaluation_job_name, generation_set_name, publish_job_name, worker_set_name
+from ..render.initializer import ROLE as INITIALIZER
+from ..render.naming import (evaluation_job_name, generation_set_name, initializer_job_name, publish_job_name,
+                             worker_set_name)
+from ..render.pods import downloads
 from ..render.sources import OutputLocation
 from .cache import ClusterCache
 from .cluster import FINE_TUNE_JOB, Cluster, merge_patch
@@ -117,13 +122,24 @@ class OperatorContext:
 def read_progress(pods: list[dict[str, Any]], timeout: float) -> Optional[Progress]:
     """Rank 0's /progress, through worker 0's pod IP; None while it cannot be reached."""
     first = next((p for p in pods if p["metadata"]["name"].endswith("-worker-0")), None)
-    address = ((first or {}).get("status") or {}).get("podIP")
+    return _served(first, Progress, timeout)
+
+
+def read_initialization(pods: list[dict[str, Any]], timeout: float) -> Optional[InitializationReport]:
+    """What the running initializer pod has fetched so far; None while it cannot be reached."""
+    running = [p for p in pods if (p.get("status") or {}).get("phase") == "Running"]
+    return _served(running[-1] if running else None, InitializationReport, timeout)
+
+
+def _served(pod: Optional[dict[str, Any]], document: type[D], timeout: float) -> Optional[D]:
+    """The document a pod serves on its progress port."""
+    address = ((pod or {}).get("status") or {}).get("podIP")
     if not address:
         return None
     try:
         url = f"http://{address}:{contract.METRICS_PORT}{PROGRESS_PATH}"
         with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return Progress.decode(reply.read())
+            return document.decode(reply.read())
     except (OSError, ValueError):
         return None
 
@@ -157,7 +173,19 @@ def observe(context: OperatorContext, job: FineTuneJob, upstream: dict[str, Opti
         claim_pending=claim_pending(claim),
         generation_pods=tuple(worker_pod(pod, GENERATION_CONTAINER) for pod in cluster.pods(namespace, name, GENERATION))
         if job.spec.generation else (),
+        **_initialization(context, job, status),
     )
+
+
+def _initialization(context: OperatorContext, job: FineTuneJob, status: FineTuneJobStatus) -> dict[str, Any]:
+    """The initializer Job and its progress, while the job waits for it."""
+    if not downloads(job) or is_true(status.conditions, ConditionType.INITIALIZED):
+        return {}
+    cluster, namespace, name = context.reads, job.metadata.namespace, job.metadata.name
+    batch = cluster.batch_job(namespace, initializer_job_name(name))
+    pods = cluster.pods(namespace, name, INITIALIZER) if batch else []
+    return {"initialization": evaluation_run(batch, pods, INITIALIZER),
+            "initialization_progress": read_initialization(pods, context.progress_timeout)}
 
 
 def upstream_outputs(upstream: dict[str, Optional[FineTuneJobStatus]]) -> dict[str, OutputLocation]:

@@ -19,6 +19,9 @@ a file of their own:
   a second out-of-memory   -> Failed (OutOfMemory), with what to lower
   restarts > backoffLimit  -> Failed (BackoffLimitExceeded)
   suspend                  -> Suspended; workers to zero (training.py)
+  hf:// or s3:// sources   -> the initializer Job first: Initializing, the workers at zero, until
+                              it fetched them into the cache (Initialized); a source that cannot
+                              exist fails at once, naming it (initializing.py)
   spec.generation          -> its server first: the workers held at zero (Pending / Initializing)
                               until it is ready (GenerationReady); its permanent errors, second
                               out-of-memory and restarts past backoffLimit fail the job; it runs
@@ -47,6 +50,7 @@ from .conditions import ConditionType, seconds_since, timestamp
 from .evaluating import after_training, evaluates_again
 from .finished import finished
 from .generating import count_generation, generation_replicas, hold_for_generation
+from .initializing import hold_for_initialization
 from .observed import Observed
 from .phases import TERMINAL, Phase
 from .state import Decision, Event, Next, first_termination
@@ -72,7 +76,7 @@ def decide(
     generation: Optional[int] = None,
 ) -> Decision:
     decision = _decide(job, problems, status, observed, generation)
-    scaled = generation_replicas(job, decision.phase) if job is not None else None
+    scaled = generation_replicas(job, decision) if job is not None else None
     if scaled:
         decision.actions.append(scaled)
     return decision
@@ -135,5 +139,5 @@ def _before_training(job: FineTuneJob, state: Next, observed: Observed) -> Decis
     # Before the restart checks: workers restart after success too, and each restart counts.
     if state.holds(ConditionType.TRAINED) or first_termination(observed, lambda t: t.exit_code == 0):
         return after_training(job, state, observed)
-    return (restart_budget(job, state, observed) or hold_for_generation(job, state, observed)
-            or running(job, state, observed))
+    return (restart_budget(job, state, observed) or hold_for_initialization(job, state, observed)
+            or hold_for_generation(job, state, observed) or running(job, state, observed))

@@ -8,7 +8,8 @@ from __future__ import annotations
 from typing import Optional
 
 from ..api.models import FineTuneJob
-from .conditions import ConditionType
+from ..render.pods import downloads
+from .conditions import ConditionType, is_true
 from .observed import Observed
 from .phases import Phase
 from .state import Action, Decision, Event, Next, first_termination
@@ -35,12 +36,14 @@ def count_generation(job: FineTuneJob, state: Next, observed: Observed) -> None:
                      for restart in restarts]
 
 
-def generation_replicas(job: FineTuneJob, phase: Phase) -> Optional[Action]:
-    """The server's pod count for the phase decided; None without spec.generation."""
+def generation_replicas(job: FineTuneJob, decision: Decision) -> Optional[Action]:
+    """The server's pod count for what was decided; None without spec.generation. It waits for
+    the initializer, which puts the model where it loads from."""
     generation = job.spec.generation
     if generation is None:
         return None
-    serving = phase in SERVING_PHASES and not job.spec.run_policy.suspend
+    ready_to_load = not downloads(job) or is_true(decision.status.conditions, ConditionType.INITIALIZED)
+    serving = decision.phase in SERVING_PHASES and not job.spec.run_policy.suspend and ready_to_load
     return Action("scale_generation", generation.nodes if serving else 0)
 
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any, Mapping, Optional
 
+from ..contract.initialization import InitializationReport
 from ..contract.progress import Progress
 from .conditions import seconds_since
 
@@ -95,6 +96,9 @@ class Observed:
     claim_pending: Optional[str] = None
     # The generation server's pods (spec.generation); ready: its readiness probe passes.
     generation_pods: tuple[WorkerPod, ...] = ()
+    # The initializer Job, and what it reports while it downloads.
+    initialization: Optional[EvaluationRun] = None
+    initialization_progress: Optional[InitializationReport] = None
 
     def without_pods_from(self, ordinal: int) -> "Observed":
         """Without the pods a scale-down removes (ordinals from `ordinal` on): they are leaving, not failing."""

@@ -39,10 +39,13 @@ class RunFolders:
     """Where a job's volumes live on this machine."""
 
     root: Path
+    # The model and data cache every local run shares (the cache claim of a cluster).
+    model_cache: Optional[Path] = None
 
     @property
     def mapping(self) -> dict[str, str]:
         return {
+            contract.MODEL_CACHE_DIR: str(self.model_cache or self.root / "model-cache"),
             contract.OUTPUT_DIR: str(self.root / "output"),
             contract.INPUTS_DIR: str(self.root / "inputs"),
             contract.CONFIG_DIR: str(self.root / "config"),

@@ -21,6 +21,8 @@ from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..contract.config import TrainerConfig
 from ..contract.failure import LAST_LOG_LINES
 from ..contract.output import CompletionRecord, newest_complete_checkpoint
+from ..contract.document import D
+from ..contract.initialization import InitializationReport
 from ..contract.progress import PROGRESS_PATH, Progress
 from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
 from ..render import RenderedJob, render_job
@@ -89,6 +91,7 @@ class LocalCluster:
     generation: dict[int, LocalPod] = field(default_factory=dict)  # the generation server's pods
     evaluation: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
     publishing: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
+    initialization: LocalBatchJob = field(default_factory=lambda: LocalBatchJob(None))
     overrides: dict[str, str] = field(default_factory=dict)  # env every pod gets on this machine
     failed_pod: Optional[LocalPod] = None  # the last worker seen exiting non-zero
 
@@ -122,6 +125,7 @@ class LocalCluster:
     def __post_init__(self) -> None:
         self.evaluation = LocalBatchJob(self.objects.evaluation_job)
         self.publishing = LocalBatchJob(self.objects.publish_job)
+        self.initialization = LocalBatchJob(self.objects.initializer_job)
 
     def _batch_pod(self, template: dict[str, Any], name: str) -> LocalPod:
         return self._pod(template, name, None)
@@ -134,7 +138,9 @@ class LocalCluster:
             self.workers[ordinal].start()
 
     def apply(self, action: Action) -> None:
-        if action.kind == "scale_workers" and action.replicas is not None:
+        if action.kind == "ensure_training_objects":
+            self.initialization.start(self._batch_pod)
+        elif action.kind == "scale_workers" and action.replicas is not None:
             self.scale(action.replicas)
         elif action.kind == "scale_generation" and action.replicas is not None:
             _scale(self.generation, self._generation_pod, action.replicas)
@@ -152,6 +158,7 @@ class LocalCluster:
                 pod.start()
         self.evaluation.retry()
         self.publishing.retry()
+        self.initialization.retry()
 
     def observe(self, now: datetime) -> Observed:
         for pod in self.workers.values():
@@ -162,7 +169,9 @@ class LocalCluster:
                            for _, pod in sorted(self.generation.items()))
         return Observed(now, WorkerSet(self.replicas, sum(p.running for p in pods)), pods,
                         evaluation=self.evaluation.observed(), publish=self.publishing.observed(),
-                        progress=self.progress(), generation_pods=generation)
+                        progress=self.progress(), generation_pods=generation,
+                        initialization=self.initialization.observed(),
+                        initialization_progress=self._served(self.initialization.pod, InitializationReport))
 
     @staticmethod
     def observed_pod(pod: LocalPod) -> WorkerPod:
@@ -173,18 +182,22 @@ class LocalCluster:
                          terminated=terminated, last_terminated=last, uid=pod.uid)
 
     def progress(self) -> Optional[Progress]:
-        first = self.workers.get(0)
-        if first is None or not first.running:
+        return self._served(self.workers.get(0), Progress)
+
+    @staticmethod
+    def _served(pod: Optional[LocalPod], document: type[D]) -> Optional[D]:
+        """The document a running pod serves on its progress port."""
+        if pod is None or not pod.running:
             return None
         try:
-            url = f"http://127.0.0.1:{first.env[contract.ENV_METRICS_PORT]}{PROGRESS_PATH}"
+            url = f"http://127.0.0.1:{pod.env[contract.ENV_METRICS_PORT]}{PROGRESS_PATH}"
             with urllib.request.urlopen(url, timeout=0.5) as reply:
-                return Progress.decode(reply.read())
+                return document.decode(reply.read())
         except (OSError, ValueError):
             return None
 
     def stop(self) -> None:
-        batch = [job.pod for job in (self.evaluation, self.publishing) if job.pod]
+        batch = [job.pod for job in (self.evaluation, self.publishing, self.initialization) if job.pod]
         for pod in list(self.workers.values()) + list(self.generation.values()) + batch:
             pod.kill()
 
@@ -211,8 +224,11 @@ class LocalRun:
     status: FineTuneJobStatus = field(default_factory=FineTuneJobStatus)
 
     @classmethod
-    def prepare(cls, job: FineTuneJob, run_dir: Path, cache: Path, overrides: dict[str, str]) -> "LocalRun":
-        folders, cache = RunFolders(run_dir.resolve()), cache.resolve()
+    def prepare(cls, job: FineTuneJob, run_dir: Path, cache: Path, overrides: dict[str, str],
+                model_cache: Optional[Path] = None) -> "LocalRun":
+        """`cache`: the pods' own caches; `model_cache`: the downloaded sources every run shares."""
+        folders = RunFolders(run_dir.resolve(), model_cache.resolve() if model_cache else None)
+        cache = cache.resolve()
         job = job.model_copy(update={"metadata": job.metadata.model_copy(update={"uid": job_uid(folders)})})
         objects = render_job(job)
         ports = local_ports()

@@ -14,6 +14,7 @@ from .. import contract
 from ..api.models import ClaimTemplateSpec, FineTuneJob
 from .evaluation import evaluation_job, publish_job
 from .generation import generation_service, generation_stateful_set
+from .initializer import initializer_job
 from .naming import config_map_name, metadata
 from .pods import RenderSettings
 from .sources import OutputLocation, output_location, upstream_jobs
@@ -36,11 +37,13 @@ class RenderedJob:
     # The generation server (spec.generation), when the job has one.
     generation_service: Optional[dict[str, Any]] = None
     generation_stateful_set: Optional[dict[str, Any]] = None
+    # The initializer Job, when the job has hf:// or s3:// sources to download first.
+    initializer_job: Optional[dict[str, Any]] = None
 
     def training_objects(self) -> list[dict[str, Any]]:
         """What the operator creates at once, in creation order."""
-        objects = [self.config_map, self.output_claim, self.generation_service, self.generation_stateful_set,
-                   self.service, self.stateful_set]
+        objects = [self.config_map, self.output_claim, self.initializer_job, self.generation_service,
+                   self.generation_stateful_set, self.service, self.stateful_set]
         return [obj for obj in objects if obj is not None]
 
     def all_objects(self) -> list[dict[str, Any]]:
@@ -78,6 +81,7 @@ def render_job(
         publish_job=publish_job(job, settings, output, sources) if job.spec.output.publish else None,
         generation_service=generation_service(job),
         generation_stateful_set=generation_stateful_set(job, settings, output, sources),
+        initializer_job=initializer_job(job, settings, output, sources),
     )
 
 

@@ -44,8 +44,10 @@ def evaluation_job(
         node_selector=settings.node_selector(evaluation.node_selector or training.node_selector, gpus),
         tolerations=settings.tolerations(evaluation.tolerations or training.tolerations,
                                          training.gpu_resource_name, gpus),
+        cache=pods.model_cache(job, settings, output),
+        hf_endpoint=settings.hf_endpoint,
     )
-    return _batch_job(job, evaluation_job_name(name, job.spec.evaluation.digest()), ROLE, EVALUATION_BACKOFF_LIMIT,
+    return batch_job(job, evaluation_job_name(name, job.spec.evaluation.digest()), ROLE, EVALUATION_BACKOFF_LIMIT,
                       pod_spec)
 
 
@@ -72,11 +74,11 @@ def publish_job(
                             for claim in claims]
     pod_spec["containers"][0]["volumeMounts"] += [
         {"name": f"publish-{claim}", "mountPath": f"{contract.PUBLISH_DIR}/{claim}"} for claim in claims]
-    return _batch_job(job, publish_job_name(job.metadata.name), PUBLISHER, job.spec.run_policy.backoff_limit,
+    return batch_job(job, publish_job_name(job.metadata.name), PUBLISHER, job.spec.run_policy.backoff_limit,
                       pod_spec)
 
 
-def _batch_job(job: FineTuneJob, name: str, role: str, backoff_limit: int, pod_spec: dict[str, Any]) -> dict[str, Any]:
+def batch_job(job: FineTuneJob, name: str, role: str, backoff_limit: int, pod_spec: dict[str, Any]) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1",
         "kind": "Job",

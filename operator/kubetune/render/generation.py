@@ -88,5 +88,7 @@ def _pod_spec(job: FineTuneJob, generation: GenerationSpec, settings: pods.Rende
         node_selector=settings.node_selector(generation.node_selector or training.node_selector, gpus),
         tolerations=settings.tolerations(generation.tolerations or training.tolerations,
                                          training.gpu_resource_name, gpus),
+        cache=pods.model_cache(job, settings, output),
+        hf_endpoint=settings.hf_endpoint,
         terminationGracePeriodSeconds=30,
     )

@@ -46,6 +46,10 @@ def evaluation_job_name(job_name: str, digest: str) -> str:
     return f"{job_name}-eval-{digest}"
 
 
+def initializer_job_name(job_name: str) -> str:
+    return f"{job_name}-init"
+
+
 def publish_job_name(job_name: str) -> str:
     return f"{job_name}-publish"
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Optional, Sequence
 
 from .. import contract
 from ..api.models import FineTuneJob
-from ..contract.sources import SCHEMES
+from ..contract.sources import SCHEMES, split_source
 from .naming import config_map_name
-from .sources import InputVolume, OutputLocation, ResolvedSource
+from .sources import InputVolume, OutputLocation, ResolvedSource, job_sources
 
 NON_ROOT_UID = 1000
 
@@ -27,6 +27,10 @@ class RenderSettings:
     # {"requests": {...}, "limits": {...}} for the resources a job's spec leaves out.
     trainer_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
     evaluator_resources: Mapping[str, Mapping[str, Any]] = field(default_factory=dict)
+    # A ReadWriteMany claim holding the model and data cache every job shares (else each job's own).
+    cache_claim: Optional[str] = None
+    # A Hub mirror or proxy every pod downloads through (HF_ENDPOINT); a job's env may set its own.
+    hf_endpoint: Optional[str] = None
 
     @classmethod
     def from_job_pod_defaults(cls, defaults: Mapping[str, Any], **images: str) -> "RenderSettings":
@@ -38,6 +42,8 @@ class RenderSettings:
             gpu_tolerations=tuple(defaults.get("gpuTolerations") or ()),
             trainer_resources=defaults.get("trainerResources") or {},
             evaluator_resources=defaults.get("evaluatorResources") or {},
+            cache_claim=defaults.get("cacheClaimName") or None,
+            hf_endpoint=defaults.get("hfEndpoint") or None,
         )
 
     def node_selector(self, own: Mapping[str, str], gpus: int) -> dict[str, str]:
@@ -175,6 +181,48 @@ def drop_empty(mapping: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in mapping.items() if value not in (None, [], {})}
 
 
+@dataclass(frozen=True)
+class ModelCache:
+    """The cache volume the initializer fills: a claim, and the folder of it that is the cache."""
+
+    claim_name: str
+    sub_path: str
+    read_only: bool = True
+
+    def mount(self, volume: str) -> dict[str, Any]:
+        mount = {"name": volume, "mountPath": contract.MODEL_CACHE_DIR, "readOnly": self.read_only}
+        return {**mount, "subPath": self.sub_path} if self.sub_path else mount
+
+
+# Inside the job's output claim, when no shared cache claim is named.
+OWN_CACHE_SUBDIR = ".kubetune-cache"
+
+
+def model_cache(job: FineTuneJob, settings: RenderSettings, output: OutputLocation,
+                read_only: bool = True) -> Optional[ModelCache]:
+    """The job's cache volume, when it has sources to download (None: each pod reads its own)."""
+    if not downloads(job):
+        return None
+    shared = job.spec.cache.claim_name or settings.cache_claim
+    if shared:
+        return ModelCache(shared, "", read_only)
+    return ModelCache(output.claim_name, OWN_CACHE_SUBDIR, read_only)
+
+
+def downloads(job: FineTuneJob) -> bool:
+    """Whether the job reads a source its initializer downloads (hf://, s3://)."""
+    return any(SCHEMES[split_source(source)[0]].downloaded for source in job_sources(job).values())
+
+
+def _with_model_cache(spec: dict[str, Any], cache: Optional[ModelCache], output: OutputLocation) -> None:
+    if cache is None:
+        return
+    own = cache.claim_name == output.claim_name
+    if not own:
+        spec["volumes"].append({"name": "model-cache", "persistentVolumeClaim": {"claimName": cache.claim_name}})
+    spec["containers"][0]["volumeMounts"].append(cache.mount("output" if own else "model-cache"))
+
+
 def pod_spec(
     job: FineTuneJob,
     output: OutputLocation,
@@ -184,22 +232,25 @@ def pod_spec(
     restart_policy: str,
     node_selector: dict[str, str],
     tolerations: list[dict[str, Any]],
+    cache: Optional[ModelCache] = None,
+    hf_endpoint: Optional[str] = None,
     **pod_fields: Any,
 ) -> dict[str, Any]:
-    """A restricted pod running one kubetune container with the job's volumes and secrets."""
+    """A restricted pod running one kubetune container with the job's volumes, cache and secrets."""
     resources = job.spec.resources
     inputs = input_volumes(sources)
+    endpoint = [{"name": "HF_ENDPOINT", "value": hf_endpoint}] if hf_endpoint else []
     container = drop_empty(
         {
             **container,
-            "env": common_env(job) + container.get("env", []) + list(resources.env),
+            "env": common_env(job) + endpoint + container.get("env", []) + list(resources.env),
             "volumeMounts": volume_mounts(output, inputs),
             "securityContext": container_security_context(),
             # Without a termination message file, the last log lines become the message.
             "terminationMessagePolicy": "FallbackToLogsOnError",
         }
     )
-    return drop_empty(
+    spec = drop_empty(
         {
             "restartPolicy": restart_policy,
             "serviceAccountName": resources.service_account_name,
@@ -215,3 +266,5 @@ def pod_spec(
             **pod_fields,
         }
     )
+    _with_model_cache(spec, cache, output)
+    return spec

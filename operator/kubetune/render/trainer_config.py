@@ -30,6 +30,7 @@ from ..contract.gpus import gpu_for_pods
 from ..contract.publish import PublishTarget, claim_of
 from ..contract.sources import Location
 from .generation import server_training_args
+from .initializer import cache_settings
 from .sources import OutputLocation, ResolvedSource, job_sources, output_location, resolve_source
 
 
@@ -125,5 +126,6 @@ def trainer_config(job: FineTuneJob, upstream_outputs: Mapping[str, OutputLocati
         generation=GenerationConfig.of(spec.generation, data_parallel=spec.generation.engines(),
                                        gpus=spec.generation.nodes * spec.generation.gpus_per_node)
         if spec.generation else None,
+        cache=cache_settings(job),
         output=paths,
     )

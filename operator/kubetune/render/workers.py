@@ -70,6 +70,12 @@ def rendezvous_env(job: FineTuneJob) -> list[dict[str, Any]]:
     return env
 
 
+def initial_replicas(job: FineTuneJob) -> int:
+    """Workers at creation: none when they wait for something first (the initializer's downloads,
+    the generation server); the lifecycle scales them up then."""
+    return 0 if pods.downloads(job) or job.spec.generation else job.spec.desired_workers()
+
+
 def worker_service(job: FineTuneJob) -> dict[str, Any]:
     name = job.metadata.name
     return {
@@ -115,6 +121,8 @@ def worker_stateful_set(
         node_selector=settings.node_selector(resources.node_selector, resources.gpus_per_node),
         tolerations=settings.tolerations(resources.tolerations, resources.gpu_resource_name, resources.gpus_per_node),
         affinity=resources.affinity,
+        cache=pods.model_cache(job, settings, output),
+        hf_endpoint=settings.hf_endpoint,
         terminationGracePeriodSeconds=60,
     )
     return {
@@ -123,7 +131,7 @@ def worker_stateful_set(
         "metadata": metadata(job, worker_set_name(name), ROLE),
         "spec": {
             "serviceName": worker_service_name(name),
-            "replicas": job.spec.desired_workers(),
+            "replicas": initial_replicas(job),
             "podManagementPolicy": "Parallel",
             "selector": {"matchLabels": selector_labels(name, ROLE)},
             "template": {
