@@ -315,6 +315,35 @@ def test_a_generation_server_runs_first_then_the_workers_then_goes_to_zero_with_
     eventually(lambda: replicas(harness, "demo", "generation") == 0, what="the server scaled to zero after training")
 
 
+def test_the_initializer_runs_first_and_the_workers_read_its_cache_read_only(harness):
+    from kubetune.contract.initialization import FetchedSource, InitializationReport
+    from kubetune.contract.sources import Location
+
+    harness.start_operator()
+    create_job(harness, job_document(model={"source": "hf://Qwen/Qwen2.5-0.5B"}))
+    wait_phase(harness, "Initializing")
+    assert condition(harness, "Initialized")["reason"] == "Downloading" and replicas(harness) == 0
+    initializer = batch_job_of(harness, "demo", "initializer")["spec"]["template"]["spec"]["containers"][0]
+    assert initializer["command"][-1] == "initialize"
+    assert {"name": "output", "mountPath": "/model-cache", "readOnly": False,
+            "subPath": ".kubetune-cache"} in initializer["volumeMounts"]
+    workers = harness.cluster.stateful_set(NS, "demo-worker")["spec"]["template"]["spec"]["containers"][0]
+    assert {"name": "output", "mountPath": "/model-cache", "readOnly": True,
+            "subPath": ".kubetune-cache"} in workers["volumeMounts"]
+    fetched = FetchedSource(source="hf://Qwen/Qwen2.5-0.5B", location=Location(kind="hf", ref="Qwen/Qwen2.5-0.5B"),
+                            revision="a1b2c3", path="/model-cache/entries/hf/Qwen/Qwen2.5-0.5B/a1b2c3",
+                            bytes_done=4000, bytes_total=4000, cached=True)
+    set_evaluation(harness, "Complete", InitializationReport(sources=[fetched], seconds=0.5).encode(),
+                   role="initializer")
+    eventually(lambda: replicas(harness) == 1, what="the workers started once the sources were in the cache")
+    assert condition(harness, "Initialized")["message"] == "hf://Qwen/Qwen2.5-0.5B@a1b2c3: cached"
+    status = get_job(harness)["status"]["initialization"]
+    assert status["sources"][0]["revision"] == "a1b2c3" and status["display"] == "4.0 KB/4.0 KB"
+    eventually(lambda: ("Normal", "SourceCached", "hf://Qwen/Qwen2.5-0.5B@a1b2c3: cached") in events_of(harness),
+               what="the cached source's Event")
+    assert harness.context.metrics.initializer_bytes.labels("hf", "cached")._value.get() == 4000
+
+
 def test_active_deadline_fails_the_job(harness):
     harness.start_operator()
     create_job(harness, job_document(runPolicy={"activeDeadlineSeconds": 2}))

@@ -39,6 +39,10 @@ class OperatorMetrics:
                           ["what"], registry=self.registry)
         self.queue_depth = Gauge("kubetune_operator_queue_depth", "Jobs waiting for a reconcile.",
                                  registry=self.registry)
+        self.initializer_bytes = Counter(
+            "kubetune_initializer_bytes", "Bytes of job sources the initializers fetched (outcome downloaded) or "
+            "found in the cache (outcome cached), by source scheme.", ["source_scheme", "outcome"],
+            registry=self.registry)
         self._phase_of: dict[tuple[str, str], str] = {}
         self._evaluated: dict[tuple[str, str], set[tuple[str, str]]] = {}  # (metric, model) series per job
 
@@ -73,6 +77,12 @@ class OperatorMetrics:
                 pass
         for metric, model in self._evaluated.pop((namespace, name), set()):
             self.evaluation.remove(namespace, name, metric, model)
+
+    def observe_initialization(self, status: FineTuneJobStatus) -> None:
+        """Once per job, when its initializer's report arrives."""
+        for source in status.initialization.sources if status.initialization else []:
+            outcome, count = ("cached", source.bytes_done) if source.cached else ("downloaded", source.downloaded_bytes)
+            self.initializer_bytes.labels(source.location.kind, outcome).inc(count)
 
     def observe_evaluation(self, namespace: str, name: str, metrics: dict[str, MetricValue]) -> None:
         for metric, value in metrics.items():

@@ -30,6 +30,7 @@ from ..lifecycle import (
     worker_set,
 )
 from ..lifecycle.conditions import ConditionType, is_true, seconds_since
+from ..lifecycle.initializing import INITIALIZED_EVENTS
 from ..render import RenderSettings, output_location, render_job, upstream_jobs
 from ..render.evaluation import PUBLISHER
 from ..render.generation import CONTAINER as GENERATION_CONTAINER
@@ -321,5 +322,7 @@ def _report(context: OperatorContext, body: dict[str, Any], decision: Decision) 
             seconds = seconds_since(started, context.clock())
             context.metrics.job_duration.labels(decision.phase).observe(max(seconds, 0))
     context.metrics.observe_status(namespace, name, decision.status)
+    if any(event.reason in INITIALIZED_EVENTS for event in decision.events):
+        context.metrics.observe_initialization(decision.status)
     if decision.status.evaluation:
         context.metrics.observe_evaluation(namespace, name, decision.status.evaluation.metrics)

@@ -18,6 +18,8 @@ from .state import Action, Decision, Event, Next
 from .workers import waiting
 
 WHAT = "initializer"
+# The Events of the reconcile that reads the initializer's report, one per source.
+INITIALIZED_EVENTS = ("SourceCached", "SourceDownloaded")
 
 
 def initialized(job: FineTuneJob, state: Next) -> bool:
@@ -67,7 +69,7 @@ def _initialized(state: Next, report: Optional[InitializationReport]) -> None:
     state.status.initialization = status_of(report)
     lines = [source_line(source) for source in report.sources]
     state.condition(ConditionType.INITIALIZED, True, "SourcesReady", "; ".join(lines)[:1024])
-    state.events += [Event("Normal", "SourceCached" if source.cached else "SourceDownloaded", line)
+    state.events += [Event("Normal", INITIALIZED_EVENTS[0] if source.cached else INITIALIZED_EVENTS[1], line)
                      for source, line in zip(report.sources, lines)]
 
 
