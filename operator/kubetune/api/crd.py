@@ -33,6 +33,8 @@ PRINTER_COLUMNS = [
     {"name": "Method", "type": "string", "jsonPath": ".spec.method"},
     {"name": "Phase", "type": "string", "jsonPath": ".status.phase"},
     {"name": "Progress", "type": "string", "jsonPath": ".status.progress.display"},
+    # What the initializer has fetched: it moves while a job is Initializing.
+    {"name": "Fetched", "type": "string", "jsonPath": ".status.initialization.display"},
     {"name": "Loss", "type": "number", "jsonPath": ".status.progress.loss"},
     # Why workers do not run (image pull, scheduling, claim), or why the job failed.
     {"name": "Reason", "type": "string", "jsonPath": '.status.conditions[?(@.type=="Running")].reason'},
