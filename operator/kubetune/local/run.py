@@ -8,6 +8,7 @@ the evaluation Job's pod (retried up to its backoffLimit, failed at once on exit
 
 from __future__ import annotations
 
+import json
 import time
 import urllib.request
 import uuid
@@ -33,6 +34,10 @@ TICK_SECONDS = 1.0
 LAST_CALL_SECONDS = 10
 JOB_FILE = "job.yaml"  # the job as it runs, for `kubetune scale`
 NODES_FILE = "nodes"  # the node count `kubetune scale` asks for
+# The job with its status after every tick, and its Events, as the operator would write them:
+# what a client reads of a local run.
+STATUS_FILE = "status.json"
+EVENTS_FILE = "events.jsonl"
 
 
 def job_uid(folders: RunFolders) -> str:
@@ -260,9 +265,22 @@ class LocalRun:
         for action in decision.actions:
             self.cluster.apply(action)
         self.status = decision.status
+        self.record_status(decision)
         if decision.phase not in TERMINAL_PHASES:
             self.cluster.restart_exited()
         return decision
+
+    def record_status(self, decision: Decision) -> None:
+        """status.json replaced whole (a reader never sees half of it); each Event appended."""
+        written = self.folders.root / f".{STATUS_FILE}.tmp"
+        written.write_text(json.dumps({**self.job.wire(), "status": decision.wire_status()}))
+        written.replace(self.folders.root / STATUS_FILE)
+        if decision.events:
+            now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+            with open(self.folders.root / EVENTS_FILE, "a") as events:
+                for event in decision.events:
+                    events.write(json.dumps({"time": now, "type": event.type, "reason": event.reason,
+                                             "message": event.message}) + "\n")
 
     def run(self, on_tick: Callable[[Decision], None]) -> Decision:
         try:
