@@ -11,6 +11,7 @@ from ..api.models import FineTuneJob, GenerationSpec
 from . import pods
 from .naming import generation_host, generation_service_name, generation_set_name, labels, metadata, selector_labels
 from .sources import OutputLocation, ResolvedSource
+from .workers import service
 
 ROLE = "generation"
 CONTAINER = "server"
@@ -30,16 +31,7 @@ def server_training_args(job: FineTuneJob) -> dict[str, Any]:
 def generation_service(job: FineTuneJob) -> Optional[dict[str, Any]]:
     if job.spec.generation is None:
         return None
-    name = job.metadata.name
-    return {
-        "apiVersion": "v1",
-        "kind": "Service",
-        "metadata": metadata(job, generation_service_name(name), ROLE),
-        "spec": {
-            "selector": selector_labels(name, ROLE),
-            "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS],
-        },
-    }
+    return service(job, generation_service_name(job.metadata.name), ROLE, PORTS)
 
 
 def generation_stateful_set(job: FineTuneJob, settings: pods.RenderSettings, output: OutputLocation,

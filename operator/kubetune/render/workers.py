@@ -77,17 +77,21 @@ def initial_replicas(job: FineTuneJob) -> int:
 
 
 def worker_service(job: FineTuneJob) -> dict[str, Any]:
-    name = job.metadata.name
+    # Headless, and peers must resolve each other before any pod is Ready.
+    return service(job, worker_service_name(job.metadata.name), ROLE, PORTS,
+                   clusterIP="None", publishNotReadyAddresses=True)
+
+
+def service(job: FineTuneJob, name: str, role: str, ports: list[dict[str, Any]], **spec: Any) -> dict[str, Any]:
+    """A Service for the pods of one role of the job, on their named container ports."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
-        "metadata": metadata(job, worker_service_name(name), ROLE),
+        "metadata": metadata(job, name, role),
         "spec": {
-            "clusterIP": "None",
-            # Peers must resolve each other before any pod is Ready.
-            "publishNotReadyAddresses": True,
-            "selector": selector_labels(name, ROLE),
-            "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in PORTS],
+            **spec,
+            "selector": selector_labels(job.metadata.name, role),
+            "ports": [{"name": p["name"], "port": p["containerPort"], "targetPort": p["name"]} for p in ports],
         },
     }
 
