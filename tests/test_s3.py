@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from kubetune.contract.config import DatasetConfig
+from kubetune.contract.initialization import COMPLETE_MARKER, InitializationReport
 from kubetune.contract.sources import Location
 from s3_server import download_prefix, list_prefix, upload_folder
 from trainer_entrypoint.builtin import tiny_dir, tiny_model_dir
@@ -27,6 +28,10 @@ CHAT_ROWS = [
 
 def files_of(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def without_marker(files: dict[str, bytes]) -> dict[str, bytes]:
+    return {name: data for name, data in files.items() if name != COMPLETE_MARKER}
 
 
 def write_jsonl(path: Path, rows) -> None:
@@ -153,15 +158,21 @@ def test_kubetune_run_trains_from_an_s3_model_and_dataset(s3_server, tiny_in_s3,
                     resources={"nodes": 1}, evaluation={"enabled": False})
     cache = tmp_path / "hf"
     env = {**os.environ, **s3_server.env, "HF_HOME": str(cache)}
-    run_dir = tmp_path / "run"
+    run_dir, model_cache = tmp_path / "run", tmp_path / "model-cache"
     result = subprocess.run([str(Path(sys.executable).parent / "kubetune"), "run", str(job), "--run-dir",
-                             str(run_dir)], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT)
+                             str(run_dir), "--cache-dir", str(model_cache)], cwd=tmp_path, env=env,
+                            capture_output=True, text=True, timeout=RUN_TIMEOUT)
     logs = "\n".join(p.read_text()[-3000:] for p in sorted((run_dir / "pods").glob("*/log.txt")))
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:] + logs
     assert "FineTuneJob Succeeded" in result.stdout
     record = json.loads(next((run_dir / "output").glob("**/COMPLETED.json")).read_text())
     assert record["globalStep"] == 3
-    # The pod read both sources from the server into the cache it was given.
-    assert files_of(cache / "s3" / "models" / "tiny") == files_of(tiny_model_dir())
-    assert files_of(cache / "s3" / "data" / "sft-messages") == files_of(data)
+    # The initializer fetched both sources once into the cache; the workers read them there.
+    manifest = InitializationReport.decode(next(model_cache.glob("jobs/**/sources.json")).read_text())
+    entries = {source.source: Path(source.path) for source in manifest.sources}
+    assert set(entries) == {"s3://models/tiny", "s3://data/sft-messages"}
+    assert all(entry.is_relative_to(model_cache / "entries" / "s3") for entry in entries.values())
+    assert without_marker(files_of(entries["s3://models/tiny"])) == files_of(tiny_model_dir())
+    assert without_marker(files_of(entries["s3://data/sft-messages"])) == files_of(data)
+    assert not (cache / "s3").exists()  # no pod downloaded a source itself
     assert next((run_dir / "output").glob("**/model/config.json")).is_file()

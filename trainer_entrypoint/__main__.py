@@ -1,5 +1,6 @@
-"""python -m trainer_entrypoint {train | worker | evaluate | publish | generation-server | build-tiny}
+"""python -m trainer_entrypoint {initialize | train | worker | evaluate | publish | generation-server | build-tiny}
 
+initialize  the initializer Job's command: fetches the job's hf:// and s3:// sources into the cache
 train       the worker pod's command: checks completion, then runs torchrun (one per pod)
 worker      one torchrun rank: trains, checkpoints, saves, records completion
 evaluate    the evaluation Job's command: metrics of the trained model (and its base)
@@ -13,6 +14,10 @@ import sys
 
 def main(argv: list[str]) -> int:
     command = argv[1] if len(argv) > 1 else ""
+    if command == "initialize":
+        from .initialize.main import main as initialize
+
+        return initialize()
     if command == "train":
         from .train.launcher import main as launch
 

@@ -123,13 +123,13 @@ def load_split(spec: DatasetConfig, split: str, method: str):
         path = Path(location.ref)
     else:
         path = fetch(location, source)
-    dataset, where = _load_local(path, source, split)
+    dataset, where = _load_local(path, source, split, spec.name)
     if spec.max_samples:
         dataset = dataset.select(range(min(spec.max_samples, len(dataset))))
     return dataset, where
 
 
-def _load_local(path: Path, source: str, split: str):
+def _load_local(path: Path, source: str, split: str, name: str | None = None):
     import datasets
 
     if not path.exists():
@@ -143,11 +143,12 @@ def _load_local(path: Path, source: str, split: str):
                 raise PermanentError(f"dataset {path}: no split {split!r} (has {', '.join(loaded)})")
             loaded = loaded[split]
         return loaded, str(path)
+    elif name or card_declares_configs(path):
+        return _load_repository(path, source, split, name)
     else:
         files = data_files(path, split)
-    if not files:
-        raise PermanentError(f"dataset {path}: no data files for split {split!r} (expected {split}.jsonl, "
-                             f"{split}.parquet, {split}-*.parquet or data/{split}-*)")
+        if not files:
+            return _load_repository(path, source, split, name, missing=True)
     builder = DATA_SUFFIXES.get(files[0].suffix)
     if builder is None:
         raise PermanentError(f"dataset {files[0]}: unsupported file type (use .jsonl, .json, .parquet or .csv)")
@@ -157,6 +158,32 @@ def _load_local(path: Path, source: str, split: str):
     except Exception as error:  # datasets raises many types for unreadable files
         raise PermanentError(f"dataset {where}: cannot read: {' '.join(str(error).split())[:300]}") from None
     return dataset, where
+
+
+def card_declares_configs(folder: Path) -> bool:
+    """Whether the folder is a dataset repository whose card (README.md) names its configs and
+    their files, which then decide the splits, as on the Hub."""
+    card = folder / "README.md"
+    if not card.is_file():
+        return False
+    text = card.read_text(errors="replace")
+    header = text.split("\n---", 1)[0] if text.startswith("---") else ""
+    return any(line.startswith("configs:") for line in header.splitlines())
+
+
+def _load_repository(path: Path, source: str, split: str, name: str | None, missing: bool = False):
+    """A dataset repository's folder (a Hub snapshot in the cache), read by datasets as it reads the
+    repository on the Hub: its card's configs, else its file names (train/..., *-train.parquet, ...)."""
+    import datasets
+
+    where = f"{source} (split {split}{f', config {name}' if name else ''})"
+    try:
+        return datasets.load_dataset(str(path), name, split=split), where
+    except Exception as error:  # datasets raises many types for a folder it cannot read
+        if missing:
+            raise PermanentError(f"dataset {path}: no data files for split {split!r} (expected {split}.jsonl, "
+                                 f"{split}.parquet, {split}-*.parquet or data/{split}-*)") from None
+        raise PermanentError(f"dataset {where}: {' '.join(str(error).split())[:300]}") from None
 
 
 def load_for_method(spec: DatasetConfig, method: str, split: str):

@@ -36,6 +36,9 @@ class FetchedSource(Document):
 
     source: str = Field(description="The source as the spec names it (hf://..., s3://...).")
     location: Location = Field(description="Where the spec's source is (as rendered).")
+    repo_type: Optional[str] = Field(None, description="How the Hub reads an hf:// source: model or dataset.")
+    requested_revision: Optional[str] = Field(
+        None, description="The Hub revision the spec asks for (a branch, tag or commit; None: the default branch).")
     revision: Optional[str] = Field(None, description="The resolved revision: a Hub commit sha, an S3 listing digest.")
     path: Optional[str] = Field(None, description="The cache entry holding it, once complete.")
     bytes_done: int = Field(0, description="Bytes in the entry so far.")
