@@ -78,6 +78,15 @@ def test_each_method_names_real_trl_classes_and_data_kubetune_has(name):
     assert method.builtin_format in method.reads
 
 
+def test_the_methods_that_generate_while_they_train_are_those_with_trls_vllm_keys():
+    import dataclasses
+
+    online = {name for name, method in METHODS.items() if method.generates_online}
+    with_vllm = {name for name, method in METHODS.items()
+                 if "use_vllm" in {f.name for f in dataclasses.fields(getattr(trl, method.config_class))}}
+    assert online == with_vllm == {"grpo", "rloo"}
+
+
 def test_the_api_takes_its_names_from_the_tables():
     assert models.Method.__args__ == tuple(METHODS)
     assert DataFormat.__args__ == ("auto", *FORMAT_NAMES)

@@ -150,3 +150,84 @@ def test_without_a_known_peak_mfu_is_left_out():
         callback.on_step_end(None, SimpleNamespace(global_step=step, max_steps=10, epoch=0.1,
                                                    num_input_tokens_seen=tokens), control)
     assert state.snapshot().tokens_per_second and state.snapshot().mfu is None
+
+
+# --- GRPO and RLOO generate with vLLM colocated in the ranks ------------------------------------
+
+def rank_plan(config, model, hardware=H100):
+    from trainer_entrypoint.train.defaults import plan_rank
+
+    return plan_rank(config, hardware, EVERYTHING, method_defaults(config), ModelShape.from_config(model), 8)
+
+
+VLLM_KEYS = ("use_vllm", "vllm_mode", "vllm_gpu_memory_utilization")
+GRPO_REWARDS = [{"function": "answer_match"}]
+
+
+@pytest.mark.parametrize("method", ["grpo", "rloo"])
+def test_on_gpus_grpo_and_rloo_generate_with_colocated_vllm_each_default_logged(method):
+    from kubetune.contract.plan import VLLM_MIN_SHARE
+
+    config = config_of(method=method, rewards=GRPO_REWARDS, resources={"gpusPerNode": 8})
+    planned = rank_plan(config, QWEN25_05B)
+    training = planned.effective.training
+    # Qwen2.5-0.5B needs a few GiB of an H100: the share is the floor.
+    assert (training["use_vllm"], training["vllm_mode"], training["vllm_gpu_memory_utilization"]) == \
+        (True, "colocate", VLLM_MIN_SHARE)
+    notes = [note for note in planned.effective.notes if any(f"default {key}=" in note for key in VLLM_KEYS)]
+    assert len(notes) == 3 and all(note.endswith("(to turn it off: spec.training.use_vllm: false)") for note in notes)
+    assert "vLLM needs about" in notes[2] and "training plans on the other 63.7 GiB" in notes[2]
+    assert "vLLM (colocate) takes 0.2 of each 79.6 GiB GPU" in planned.choice.reason
+
+
+@pytest.mark.parametrize("training, expected", [
+    ({"use_vllm": False}, {"use_vllm": False}),  # generate() with transformers
+    ({"vllm_mode": "server"}, {"use_vllm": True, "vllm_mode": "server"}),  # the job's own server
+    ({"use_vllm": True, "vllm_gpu_memory_utilization": 0.4},
+     {"use_vllm": True, "vllm_mode": "colocate", "vllm_gpu_memory_utilization": 0.4}),
+])
+def test_a_vllm_key_the_user_set_wins(training, expected):
+    config = config_of(method="grpo", rewards=GRPO_REWARDS, resources={"gpusPerNode": 8}, training=training)
+    effective = rank_plan(config, QWEN25_05B).effective.training
+    assert {key: effective[key] for key in VLLM_KEYS if key in effective} == expected
+
+
+def test_methods_that_do_not_generate_and_cpus_get_no_vllm_keys():
+    assert not set(VLLM_KEYS) & set(rank_plan(config_of(method="dpo"), QWEN25_05B).effective.training)
+    grpo = config_of(method="grpo", rewards=GRPO_REWARDS)
+    assert not set(VLLM_KEYS) & set(rank_plan(grpo, QWEN25_05B, Hardware()).effective.training)
+
+
+def test_vllm_stays_off_when_it_would_need_more_than_half_a_gpu():
+    config = config_of(method="grpo", rewards=GRPO_REWARDS, resources={"gpusPerNode": 8})
+    planned = rank_plan(config, LLAMA3_70B)
+    assert "use_vllm" not in planned.effective.training
+    assert any(note.startswith("use_vllm stays off: colocated vLLM would need") for note in planned.effective.notes)
+    assert "vLLM" not in planned.choice.reason
+
+
+def test_vllm_stays_off_when_the_named_strategy_would_not_fit_beside_it():
+    from kubetune.contract.gpus import GIB
+
+    config = config_of(method="grpo", rewards=GRPO_REWARDS, resources={"gpusPerNode": 8},
+                       distributed={"strategy": "ddp"})
+    # Qwen2.5-0.5B under DDP needs 9.9 GiB, which a 13 GiB GPU holds, but not beside vLLM's 3 GiB.
+    planned = rank_plan(config, QWEN25_05B, Hardware(**{**H100.__dict__, "memory_bytes": 13 * GIB}))
+    assert "use_vllm" not in planned.effective.training
+    assert any(note.startswith("use_vllm stays off: training does not fit the 9.9 GiB of each GPU left beside "
+                               "colocated vLLM (which needs 3.0 GiB)") for note in planned.effective.notes)
+
+
+def test_auto_plans_on_what_colocated_vllm_leaves_and_says_so_when_nothing_fits():
+    config = config_of(method="grpo", rewards=GRPO_REWARDS, resources={"gpusPerNode": 8},
+                       training={"use_vllm": True, "vllm_gpu_memory_utilization": 0.9})
+    shape = ModelShape.from_config(QWEN25_05B)
+    planned = rank_plan(config, QWEN25_05B)
+    alone = resolve_strategy(config, H100, shape, planned.work, {})
+    # DDP's 9.9 GiB fits a whole H100, not the 10% vLLM leaves of it (less the reserve).
+    assert alone.strategy == "ddp" and planned.choice.strategy == "zero2"
+    assert planned.choice.reason.startswith("zero2 needs 2.7 GiB per GPU of 6.6 GiB usable; ddp would need 9.9 GiB")
+    assert planned.choice.reason.endswith("; vLLM (colocate) takes 0.9 of each 79.6 GiB GPU")
+    with pytest.raises(PermanentError, match=r"vLLM \(colocate\) takes 0.9 of each 79.6 GiB GPU "
+                                             r"\(spec.training.use_vllm: false leaves training all of it\)"):
+        rank_plan(config, LLAMA3_70B)

@@ -134,3 +134,80 @@ def test_mfu_of_a_known_model_and_throughput_is_the_hand_computed_value():
     assert mfu(100_000, shape.flops_per_token(1024), gpu_named("H100").peak_flops) == pytest.approx(
         3_228_174_336 * 100_000 / 989e12)
     assert mfu(100_000, flops_per_token, 989e12) == pytest.approx(0.3264, abs=1e-4)
+
+
+# --- vLLM colocated in the training ranks -------------------------------------------------------
+
+def test_trls_vllm_defaults_are_the_installed_trls():
+    import dataclasses
+
+    import trl
+
+    from kubetune.contract.methods import METHODS
+    from kubetune.contract.plan import TRL_VLLM_DEFAULTS
+
+    for method in (m for m in METHODS.values() if m.generates_online):
+        defaults = {f.name: f.default for f in dataclasses.fields(getattr(trl, method.config_class))}
+        assert {key: defaults[key] for key in TRL_VLLM_DEFAULTS} == TRL_VLLM_DEFAULTS, method.name
+
+
+@pytest.mark.parametrize("training, colocated, share", [
+    ({}, False, 0.0),
+    ({"use_vllm": False, "vllm_gpu_memory_utilization": 0.4}, False, 0.0),
+    ({"use_vllm": True}, True, 0.3),  # TRL's default mode and share
+    ({"use_vllm": True, "vllm_mode": "server"}, False, 0.0),
+    ({"use_vllm": True, "vllm_gpu_memory_utilization": "0.45"}, True, 0.45),
+])
+def test_colocated_vllm_takes_its_share_of_each_gpu_from_the_trl_keys(training, colocated, share):
+    from kubetune.contract.plan import colocates, training_memory, vllm_share
+
+    assert colocates(training) is colocated and vllm_share(training) == share
+    assert training_memory(100 * GIB, training) == int(100 * GIB * (1 - share))
+
+
+def test_what_vllm_needs_is_its_weights_the_kv_cache_of_the_generation_batch_and_an_overhead():
+    from kubetune.contract.plan import GENERATION_OVERHEAD_BYTES, generation_for, workload_for
+
+    shape = ModelShape.from_config(QWEN25_05B)
+    training = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 4, "max_completion_length": 1024}
+    work = workload_for(shape, training, 8, defaults={})
+    generation = generation_for(training, work, defaults={})
+    # TRL generates per_device_train_batch_size x steps_per_generation (gradient_accumulation_steps)
+    # completions at once in each rank, each a 512-token prompt (assumed) and the completion.
+    assert (generation.sequences, generation.sequence) == (32, 512 + 1024)
+    kv_per_token = 2 * 24 * 2 * 64 * 2  # K and V x layers x KV heads x head size x bf16
+    assert generation.bytes(shape) == 2 * shape.parameters + kv_per_token * 32 * 1536 + GENERATION_OVERHEAD_BYTES
+    assert generation_for({**training, "steps_per_generation": 1}, work, defaults={}).sequences == 8
+    assert generation_for({**training, "generation_batch_size": 128}, work, defaults={}).sequences == 16
+    sharded = generation_for({**training, "vllm_tensor_parallel_size": 2}, work, defaults={})
+    assert sharded.weights(shape) == shape.parameters and sharded.sequences == 64  # a TP group's prompts
+
+
+@pytest.mark.parametrize("model, gpu_memory, share", [
+    (QWEN25_05B, H100, 0.2),  # needs 3.5 GiB of 79.6: the floor
+    (QWEN25_7B, H100, 0.24),  # needs 18.8 GiB of 79.6, rounded up to hundredths
+    (QWEN25_7B, A100_40, 0.48),
+    (LLAMA2_7B, A100_40, 0.5),  # 32 KV heads: 38.6 GiB of 40, more than the cap
+])
+def test_vllms_share_is_what_it_needs_between_a_fifth_and_a_half(model, gpu_memory, share):
+    from kubetune.contract.plan import generation_for, generation_share, workload_for
+
+    shape = ModelShape.from_config(model)
+    training = {"per_device_train_batch_size": 8, "gradient_accumulation_steps": 4, "max_completion_length": 1024}
+    work = workload_for(shape, training, 8, defaults={})
+    assert generation_share(shape, generation_for(training, work, defaults={}), gpu_memory) == share
+
+
+def test_auto_beside_vllm_plans_on_what_vllm_leaves():
+    from kubetune.contract.plan import choose_beside_vllm
+
+    shape = ModelShape.from_config(QWEN25_7B)
+    work = Workload(micro_batch=8, sequence=1024, gpus=8)
+    alone = choose_beside_vllm(shape, work, H100, {})
+    assert alone == choose(shape, work, H100)
+    beside = choose_beside_vllm(shape, work, H100, {"use_vllm": True, "vllm_gpu_memory_utilization": 0.6})
+    assert (alone.strategy, beside.strategy) == ("zero2", "zero3")
+    assert beside.reason.endswith("; vLLM (colocate) takes 0.6 of each 79.6 GiB GPU")
+    with pytest.raises(DoesNotFit, match=r"spec.training.use_vllm: false leaves training all of it"):
+        choose_beside_vllm(ModelShape.from_config(LLAMA3_70B), Workload(micro_batch=8, sequence=4096, gpus=8), H100,
+                           {"use_vllm": True, "vllm_gpu_memory_utilization": 0.9})

@@ -88,3 +88,55 @@ def test_a_job_auto_cannot_fit_is_refused_by_plan_and_validate_with_the_numbers(
     assert validated.exit_code == 1
     assert "spec.distributed.strategy: auto: a 70.55B-parameter model does not fit" in validated.output
     assert "would need" in validated.output and "GiB" in validated.output
+
+
+def grpo_job_file(tmp_path, model_source, training):
+    document = {"apiVersion": "kubetune.io/v1alpha1", "kind": "FineTuneJob", "metadata": {"name": "planned"},
+                "spec": {"method": "grpo", "model": {"source": model_source}, "dataset": {"source": "builtin://tiny"},
+                         "rewards": [{"function": "answer_match"}], "training": training,
+                         "resources": {"gpusPerNode": 8}}}
+    path = tmp_path / "job.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path, document
+
+
+def test_a_grpo_job_plans_vllms_share_and_auto_on_what_it_leaves_as_its_ranks_do(tmp_path):
+    from kubetune.contract.gpus import gpu_named
+    from kubetune.contract.plan import ModelShape
+    from local_pods import rendered_config
+    from model_shapes import LLAMA2_7B
+    from trainer_entrypoint.train.defaults import Hardware, ModelTraits, plan_rank
+    from trainer_entrypoint.train.trainer import method_defaults
+
+    folder = model_folder(tmp_path, LLAMA2_7B)
+    path, document = grpo_job_file(tmp_path, str(folder), {"per_device_train_batch_size": 16,
+                                                           "max_completion_length": 2048})
+    planned = json.loads(plan(str(path), "--gpu", "H100", "--output", "json").output)
+    generation = planned["generation"]
+    # 12.6 GiB of weights and 24 GiB of KV cache for 16 sequences of 2,560 tokens: 0.44 of an H100.
+    assert (generation["engine"], generation["share"], generation["chosenBy"]) == ("vllm colocate", 0.44, "kubetune")
+    assert generation["vllmBytes"] + generation["trainingBytes"] == planned["gpu"]["memoryBytes"]
+    # ZeRO-2 fits a whole H100, not what vLLM leaves of it.
+    assert planned["auto"]["strategy"] == "zero3" and "vLLM (colocate) takes 0.44" in planned["auto"]["reason"]
+    assert not next(s for s in planned["strategies"] if s["strategy"] == "zero2")["fits"]
+
+    config = rendered_config(document)[1]
+    h100 = Hardware(gpus=8, device_name="NVIDIA H100 80GB HBM3", memory_bytes=gpu_named("H100").memory_bytes, bf16=True)
+    ranked = plan_rank(config, h100, ModelTraits(sdpa=True), method_defaults(config), ModelShape.from_config(LLAMA2_7B),
+                       8)
+    assert ranked.effective.training["vllm_gpu_memory_utilization"] == generation["share"]
+    assert ranked.choice.strategy == planned["auto"]["strategy"]
+
+    text = plan(str(path), "--gpu", "H100").output
+    assert "generation: vLLM colocated in each rank, vllm_gpu_memory_utilization 0.44 (kubetune) = 35.0 GiB of each " \
+           "GPU; it needs about" in text and "training plans on the other 44.6 GiB" in text
+
+
+def test_a_grpo_job_without_vllm_or_with_its_own_server_plans_on_the_whole_gpu(tmp_path):
+    folder = model_folder(tmp_path, QWEN25_05B)
+    for training, engine in (({"use_vllm": False}, "transformers"), ({"vllm_mode": "server"}, "a vLLM server")):
+        path, _ = grpo_job_file(tmp_path, str(folder), training)
+        result = plan(str(path), "--gpu", "H100")
+        assert result.exit_code == 0, result.output
+        assert f"generation: {engine}" in result.output and "training plans on the whole GPU" in result.output
+        assert "vLLM (colocate)" not in result.output

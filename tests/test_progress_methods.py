@@ -154,3 +154,44 @@ def test_a_method_that_logs_no_rewards_reports_none():
 
 def test_the_live_line_shows_an_rl_runs_reward():
     assert throughput_text(ProgressStatus(step=2, tokens_per_second=900.0, reward=0.25)) == "900 tok/s  reward 0.25"
+
+
+def test_the_generation_rate_reaches_progress_its_gauge_and_status():
+    state, callback = following()
+    logs = {**GRPO_LOGS, "kubetune/generation_tokens_per_second": 850.0}
+    callback.on_log(ARGS, SimpleNamespace(), CONTROL, logs=logs)
+    snapshot = state.snapshot()
+    assert snapshot.generation_tokens_per_second == 850.0
+    registry = CollectorRegistry()
+    registry.register(state)
+    exported = generate_latest(registry).decode()
+    assert 'kubetune_training_generation_tokens_per_second{job="demo",namespace="ml"} 850.0' in exported
+    wired = ProgressStatus.of(snapshot).model_dump(by_alias=True, exclude_none=True)
+    assert wired["generationTokensPerSecond"] == 850.0
+
+
+def test_the_generation_step_is_timed_without_the_weight_sync_for_all_ranks():
+    """TRL 1.16's generation step (_generate_single_turn), as GRPO (ids, logprobs) and RLOO (ids)
+    return it, with a 0.2 s weight sync to vLLM inside that the rate leaves out."""
+    import time
+
+    from kubetune.contract.progress import GENERATION_RATE_LOG_KEY
+    from trainer_entrypoint.train.generation_rate import GenerationMeter
+
+    for returned in (lambda ids: (ids, None), lambda ids: ids):
+        logged = []
+        vllm = SimpleNamespace(sync_weights=lambda: time.sleep(0.2))
+
+        def generate(prompts, *_, vllm=vllm, returned=returned):
+            vllm.sync_weights()
+            time.sleep(0.1)
+            return returned([[1] * 8 for _ in prompts])
+
+        trainer = SimpleNamespace(use_vllm=True, vllm_generation=vllm, _generate_single_turn=generate,
+                                  accelerator=SimpleNamespace(num_processes=2),
+                                  _log_metric=lambda name, value: logged.append((name, value)))
+        assert GenerationMeter(trainer).install()
+        trainer._generate_single_turn([[5, 6]] * 4)
+        [(name, rate)] = logged
+        # 32 tokens in about 0.1 s of generation on this rank; two ranks generate side by side.
+        assert name == GENERATION_RATE_LOG_KEY and 2 * 32 / 0.2 < rate <= 2 * 32 / 0.1

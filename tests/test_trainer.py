@@ -252,14 +252,16 @@ def test_report_to_tensorboard_trains_and_writes_event_files_under_the_output(tm
     assert list(Path(config.output.dir).glob("**/events.out.tfevents.*"))
 
 
-def test_the_grpo_example_trains_on_builtin_tiny(tmp_path, monkeypatch):
+@pytest.mark.timeout(360)
+def test_the_grpo_example_trains_on_builtin_tiny(tmp_path):
     """examples/grpo.yaml as written (TRL's accuracy_reward, which needs math-verify, a weighted
-    format reward, LoRA, DAPO loss), with the tiny model and data, on the CPU, for two steps."""
+    format reward, LoRA, DAPO loss, generation with vLLM colocated), with the tiny model and data,
+    on the CPU, for two steps. In a process of its own: vLLM sets up torch.distributed and the
+    rank's env, which must not leak into the tests after it."""
     import yaml
 
     from conftest import REPO
 
-    monkeypatch.setenv("KUBETUNE_METRICS_PORT", "0")
     document = yaml.safe_load((REPO / "examples" / "grpo.yaml").read_text())
     spec = document["spec"]
     spec["model"] = {"source": "builtin://tiny"}
@@ -267,6 +269,10 @@ def test_the_grpo_example_trains_on_builtin_tiny(tmp_path, monkeypatch):
     spec["training"].update(max_steps=2, num_generations=4, max_completion_length=8, per_device_train_batch_size=4,
                             gradient_accumulation_steps=1, logging_steps=1)
     spec.update(distributed={"strategy": "ddp"}, resources={"nodes": 1}, evaluation={"enabled": False})
-    _, config = write_local_config(document, tmp_path)
+    objects, config = write_local_config(document, tmp_path)
     assert [reward.function for reward in config.rewards] == ["accuracy_reward", "think_format_reward"]
-    assert train(config)["globalStep"] == 2
+    pod = start_pod(objects, 0, tmp_path, "pod.log", {"KUBETUNE_METRICS_PORT": "0"})
+    assert wait_all([pod], timeout=300) == [0]
+    log = (tmp_path / "pod.log").read_text()
+    assert "kubetune: generating with vLLM (colocate)" in log and "kubetune: vLLM weight sync 2 " in log
+    assert CompletionRecord.read(Path(config.output.completion_record), "uid-test").global_step == 2

@@ -3,6 +3,8 @@
 tests can hand in any GPU.
 
 On a CPU nothing changes from the plain TRL config but what a CPU run needs (use_cpu).
+GRPO and RLOO on GPUs generate with vLLM colocated in the ranks (generation_defaults), and `auto`
+plans on what vLLM leaves of each GPU, by the same rule as `kubetune plan`.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ from typing import Any, Optional
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.distributed import AUTO, distributed_training_args
 from kubetune.contract.gpus import Gpu, gpu_named
-from kubetune.contract.plan import DoesNotFit, ModelShape, StrategyChoice, Workload, choose, on_cpu
+from kubetune.contract.plan import (
+    DoesNotFit,
+    ModelShape,
+    StrategyChoice,
+    Workload,
+    choose_beside_vllm,
+    generation_defaults,
+    generation_for,
+    on_cpu,
+    workload_for,
+)
 
 from ..errors import PermanentError
 
@@ -140,9 +152,50 @@ def _gpu_defaults(config: TrainerConfig, effective: Effective, hardware: Hardwar
                           "spec.training.gradient_checkpointing_kwargs")
 
 
-def resolve_strategy(config: TrainerConfig, hardware: Hardware, shape: Optional[ModelShape], work: Optional[Workload]
-                     ) -> StrategyChoice:
-    """The strategy to train with: the spec's, or for auto the first the plan says fits."""
+@dataclass
+class RankPlan:
+    """What a rank trains with: the TRL keys with the machine's defaults, and the strategy."""
+
+    effective: Effective
+    work: Optional[Workload]
+    choice: StrategyChoice
+
+
+def plan_rank(config: TrainerConfig, hardware: Hardware, traits: ModelTraits, method_defaults: dict[str, Any],
+              shape: Optional[ModelShape], ranks: int) -> RankPlan:
+    """The machine's defaults, vLLM's share of each GPU and the strategy, in that order: the
+    workload reads the defaults, and `auto` plans on what vLLM leaves (as `kubetune plan` does)."""
+    effective = effective_training(config, hardware, traits, method_defaults)
+    peft = config.peft
+    work = workload_for(shape, effective.training, ranks, peft.r if peft else None,
+                        bool(peft and peft.method == "qlora"), method_defaults) if shape else None
+    if shape and work:
+        add_generation_defaults(config, effective, hardware, shape, work, method_defaults)
+    return RankPlan(effective, work, resolve_strategy(config, hardware, shape, work, effective.training))
+
+
+def add_generation_defaults(config: TrainerConfig, effective: Effective, hardware: Hardware, shape: ModelShape,
+                            work: Workload, method_defaults: dict[str, Any]) -> None:
+    """On GPUs, a method that generates while it trains gets vLLM colocated in its ranks, with a
+    share of each GPU that leaves training what its strategy needs (contract.plan's rule)."""
+    memory = config.distributed.gpu_memory_bytes or hardware.memory_bytes
+    if not (hardware.gpus and memory and config.trainer.generates_online):
+        return
+    peft = config.peft
+    generation = generation_for(effective.training, work, bool(peft and peft.method == "qlora"), method_defaults)
+    distributed = config.distributed
+    defaults, note = generation_defaults(effective.training, shape, work, generation, memory, distributed.strategy,
+                                         distributed.offload)
+    for default in defaults:
+        effective.default(default.key, default.value, default.why, "spec.training.use_vllm: false")
+    if note:
+        effective.notes.append(note)
+
+
+def resolve_strategy(config: TrainerConfig, hardware: Hardware, shape: Optional[ModelShape], work: Optional[Workload],
+                     training: Optional[dict[str, Any]] = None) -> StrategyChoice:
+    """The strategy to train with: the spec's, or for auto the first the plan says fits in what
+    colocated vLLM leaves of each GPU (`training`: the TRL keys to train with, defaults in)."""
     distributed = config.distributed
     if distributed.strategy != AUTO:
         return StrategyChoice(strategy=distributed.strategy, offload=distributed.offload,
@@ -154,7 +207,7 @@ def resolve_strategy(config: TrainerConfig, hardware: Hardware, shape: Optional[
         return StrategyChoice(strategy="zero3", reason="the model's config has no decoder dimensions to plan "
                                                       "with; zero3 shards the most")
     try:
-        return choose(shape, work, memory)
+        return choose_beside_vllm(shape, work, memory, config.training if training is None else training)
     except DoesNotFit as error:
         raise PermanentError(f"spec.distributed.strategy: auto: {error}") from None
 

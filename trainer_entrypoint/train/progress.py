@@ -34,6 +34,7 @@ GAUGES = {
     "kubetune_training_completion_mean_length": "completion_mean_length",
     "kubetune_training_kl": "kl",
     "kubetune_training_entropy": "entropy",
+    "kubetune_training_generation_tokens_per_second": "generation_tokens_per_second",
 }
 FUNCTION_REWARD_GAUGE = "kubetune_training_function_reward"  # labelled by reward function
 

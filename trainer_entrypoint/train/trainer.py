@@ -11,6 +11,7 @@ from kubetune.contract.methods import Method
 from ..data import load_for_method
 from ..errors import PermanentError
 from ..sources import model_reference
+from .generation_rate import GenerationMeter
 from .rewards import reward_funcs
 
 
@@ -143,7 +144,10 @@ def build_trainer(config: TrainerConfig, callbacks: list[Any], reference: str):
         kwargs["quantization_config"] = quantization
     if method.rewards:
         kwargs["reward_funcs"] = reward_funcs(config.rewards)
-    return construct(getattr(trl, method.trainer_class), kwargs, config.training)
+    trainer = construct(getattr(trl, method.trainer_class), kwargs, config.training)
+    if method.generates_online:
+        GenerationMeter(trainer).install()
+    return trainer
 
 
 def construct(trainer_class, kwargs: dict[str, Any], training: dict[str, Any]):

@@ -14,22 +14,15 @@ from typing import Any, Optional
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig
 from kubetune.contract.output import CompletionRecord, newest_complete_checkpoint
-from kubetune.contract.plan import ModelShape, StrategyChoice, workload_for
+from kubetune.contract.plan import ModelShape, StrategyChoice, colocates
 from kubetune.contract.progress import TrainingNumbers
 
 from ..card import write_card
 from ..errors import exit_code_for
 from ..sources import model_reference
 from .checkpoints import discard_incomplete
-from .defaults import (
-    Hardware,
-    ModelTraits,
-    detect,
-    effective_training,
-    model_traits,
-    resolve_strategy,
-    with_strategy,
-)
+from .compat import load_indexed_cpu_locations
+from .defaults import Hardware, ModelTraits, detect, model_traits, plan_rank, with_strategy
 from .resize import ResumePlan, convert_to_universal, plan_resume
 
 WEIGHT_DIGEST_ENV = "KUBETUNE_WEIGHT_DIGEST_DIR"
@@ -73,13 +66,10 @@ def prepare(config: TrainerConfig, hardware: Hardware) -> Prepared:
     reference = model_reference(config.model.location, config.model.source)
     model_config = check_model(reference, config.model)
     traits = model_traits(model_config, hardware) if hardware.gpus else ModelTraits()
-    defaults = method_defaults(config)
-    effective = effective_training(config, hardware, traits, defaults)
     shape = shape_of(model_config)
-    peft = config.peft
-    work = workload_for(shape, effective.training, config.distributed.planned_world_size or world_size(),
-                        peft.r if peft else None, bool(peft and peft.method == "qlora"), defaults) if shape else None
-    choice = resolve_strategy(config, hardware, shape, work)
+    planned = plan_rank(config, hardware, traits, method_defaults(config), shape,
+                        config.distributed.planned_world_size or world_size())
+    effective, work, choice = planned.effective, planned.work, planned.choice
     if rank() == 0:
         for note in [*effective.notes, f"distributed: {choice.strategy}, offload {choice.offload}: {choice.reason}"]:
             print(f"kubetune: {note}", flush=True)
@@ -99,6 +89,19 @@ def shape_of(model_config: dict[str, Any]) -> Optional[ModelShape]:
         return ModelShape.from_config(model_config)
     except (KeyError, TypeError, ValueError, ZeroDivisionError):
         return None
+
+
+def prepare_generation(config: TrainerConfig) -> None:
+    """A method that generates with vLLM inside the ranks says so; on a CPU, TRL's weight sync is
+    made to work first (vllm_colocate)."""
+    if not (config.trainer.generates_online and colocates(config.training)):
+        return
+    from . import vllm_colocate
+
+    on_cpu = vllm_colocate.prepare(config.training)
+    if rank() == 0:
+        how = "; on the CPU, weights sync through vLLM's reload_weights" if on_cpu else ""
+        print(f"kubetune: generating with vLLM (colocate){how}", flush=True)
 
 
 def start_progress(config: TrainerConfig):
@@ -153,6 +156,7 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
             progress.update(distributed=prepared.choice)
             callback.count_flops(prepared.flops_per_token, prepared.peak_flops)
         config, plan = for_this_world_size(prepared.config, resume_from)
+        prepare_generation(config)
         trainer = build_trainer(config, callbacks, prepared.reference)
         if plan.universal and resume_from:
             if rank() == 0:
@@ -162,6 +166,7 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
                           f"{time.monotonic() - started:.1f} s", flush=True)
             trainer.accelerator.wait_for_everyone()
         if resume_from:
+            load_indexed_cpu_locations()
             print(f"kubetune: resuming from {resume_from.name}", flush=True)
         result = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         # Every rank takes part: ZeRO-3 gathers the consolidated weights here.

@@ -16,18 +16,27 @@ from ..api.models import FineTuneJob
 from ..contract.builtin import TINY_MODEL, TINY_SPLITS, TINY_VOCAB
 from ..contract.document import Document
 from ..contract.gpus import GIB, MIB, Gpu, gpu_for_pods
+from ..contract.methods import METHODS
 from ..contract.plan import (
     PLANNED,
     DoesNotFit,
     ModelShape,
     StrategyChoice,
     StrategyMemory,
-    choose,
+    Workload,
+    choose_beside_vllm,
+    colocates,
+    generation_defaults,
+    generation_for,
     gib,
     label,
     on_cpu,
+    plan_defaults,
     strategy_memory,
+    training_memory,
     usable_bytes,
+    vllm_share,
+    with_generation_defaults,
     workload_for,
 )
 from ..contract.sources import PATH, split_source
@@ -60,6 +69,19 @@ class BatchSummary(Document):
     steps_per_epoch: Optional[int] = None
 
 
+class GenerationPlan(Document):
+    """How a method that generates while it trains (GRPO, RLOO) generates on GPUs."""
+
+    engine: str  # "vllm colocate", "vllm server" or "transformers"
+    share: Optional[float] = None  # vllm_gpu_memory_utilization, with colocated vLLM
+    chosen_by: Optional[str] = None  # "kubetune" or "spec.training", for the share
+    vllm_bytes: Optional[int] = None  # the share of each GPU
+    needs_bytes: Optional[int] = None  # what vLLM needs, by the plan
+    needs: Optional[str] = None  # what that is made of
+    training_bytes: Optional[int] = None  # what vLLM leaves of each GPU to training
+    note: Optional[str] = None  # why vLLM is off, when kubetune left it off
+
+
 class JobPlan(Document):
     """What `kubetune plan --output json` prints."""
 
@@ -67,6 +89,7 @@ class JobPlan(Document):
     ranks: int
     model: ModelSummary
     gpu: Optional[GpuSummary] = None
+    generation: Optional[GenerationPlan] = None
     batch: BatchSummary
     strategies: list[StrategyMemory] = Field(default_factory=list)
     auto: Optional[StrategyChoice] = None
@@ -138,21 +161,48 @@ def dataset_rows(job: FineTuneJob) -> Optional[int]:
     return rows
 
 
+def planned_generation(job: FineTuneJob, shape: ModelShape, work: Workload, memory: int
+                       ) -> tuple[dict[str, Any], Optional[GenerationPlan]]:
+    """The TRL keys with the vLLM defaults a rank would add on these GPUs, and how the job
+    generates; the keys unchanged for a method that does not generate while it trains."""
+    spec = job.spec
+    if not METHODS[spec.method].generates_online:
+        return spec.training, None
+    qlora = bool(spec.peft and spec.peft.method == "qlora")
+    generation = generation_for(spec.training, work, qlora, plan_defaults(True))
+    defaults, note = generation_defaults(spec.training, shape, work, generation, memory,
+                                         spec.distributed.strategy, spec.distributed.offload)
+    training = with_generation_defaults(spec.training, defaults)
+    if not colocates(training):
+        engine = "vllm server" if training.get("use_vllm") else "transformers"
+        return training, GenerationPlan(engine=engine, note=note)
+    share = vllm_share(training)
+    chosen_by = "kubetune" if any(d.key == "vllm_gpu_memory_utilization" for d in defaults) else "spec.training"
+    return training, GenerationPlan(engine="vllm colocate", share=share, chosen_by=chosen_by,
+                                    vllm_bytes=memory - training_memory(memory, training),
+                                    needs_bytes=generation.bytes(shape), needs=generation.describe(shape),
+                                    training_bytes=training_memory(memory, training))
+
+
 def plan_job(job: FineTuneJob, config: dict[str, Any], gpu: Optional[Gpu]) -> JobPlan:
     spec, resources = job.spec, job.spec.resources
     shape = ModelShape.from_config(config)
     ranks = resources.nodes * resources.processes
     peft = spec.peft
     work = workload_for(shape, spec.training, resources.planned_ranks, peft.r if peft else None,
-                        bool(peft and peft.method == "qlora"))
+                        bool(peft and peft.method == "qlora"), plan_defaults(METHODS[spec.method].generates_online))
     memory = gpu.memory_bytes if gpu else None
-    strategies = [strategy_memory(shape, work, strategy, offload, memory) for strategy, offload in PLANNED]
+    training, generation = spec.training, None
+    if memory and resources.gpus_per_node:
+        training, generation = planned_generation(job, shape, work, memory)
+    for_training = training_memory(memory, training) if memory else None
+    strategies = [strategy_memory(shape, work, strategy, offload, for_training) for strategy, offload in PLANNED]
     auto, refused = None, None
     if resources.gpus_per_node == 0 and (spec.distributed.strategy == "auto"):
         auto = on_cpu()
     elif memory:
         try:
-            auto = choose(shape, work, memory)
+            auto = choose_beside_vllm(shape, work, memory, training)
         except DoesNotFit as error:
             refused = str(error)
     global_batch = global_batch_at(spec, resources.nodes)
@@ -165,6 +215,7 @@ def plan_job(job: FineTuneJob, config: dict[str, Any], gpu: Optional[Gpu]) -> Jo
                            vocab=shape.vocab),
         gpu=GpuSummary(name=gpu.name, memory_bytes=gpu.memory_bytes, usable_bytes=usable_bytes(gpu.memory_bytes),
                        bf16_tflops=gpu.bf16_tflops, ranks=ranks) if gpu else None,
+        generation=generation,
         batch=BatchSummary(per_device=work.micro_batch,
                            gradient_accumulation_steps=global_batch // (work.micro_batch * ranks) or 1,
                            global_batch=global_batch, max_length=work.sequence,
@@ -199,6 +250,8 @@ def render_text(plan: JobPlan) -> str:
         tflops = f", {plan.gpu.bf16_tflops:g} TFLOP/s bf16" if plan.gpu.bf16_tflops else ""
         lines.append(f"GPU: {plan.gpu.name}, {gib(plan.gpu.memory_bytes)} ({gib(plan.gpu.usable_bytes)} usable"
                      f"{tflops}) x {plan.gpu.ranks} ranks")
+    if plan.generation:
+        lines.append(generation_text(plan.generation))
     lines.append(f"batch: {batch.per_device} per device x {batch.gradient_accumulation_steps} accumulation steps x "
                  f"{plan.ranks} ranks = "
                  f"{batch.global_batch} sequences, {batch.tokens_per_step:,} tokens per optimizer step at "
@@ -228,6 +281,17 @@ def render_text(plan: JobPlan) -> str:
     else:
         lines.append("auto: no GPU memory known; name one with --gpu (or --gpu-memory)")
     return "\n".join(lines)
+
+
+def generation_text(generation: GenerationPlan) -> str:
+    if generation.engine != "vllm colocate":
+        how = "a vLLM server (vllm_mode: server)" if generation.engine == "vllm server" else "transformers"
+        note = f" ({generation.note})" if generation.note else ""
+        return f"generation: {how}; training plans on the whole GPU{note}"
+    return (f"generation: vLLM colocated in each rank, vllm_gpu_memory_utilization {generation.share:g} "
+            f"({generation.chosen_by}) = {gib(generation.vllm_bytes or 0)} of each GPU; it needs about "
+            f"{gib(generation.needs_bytes or 0)} ({generation.needs}); training plans on the other "
+            f"{gib(generation.training_bytes or 0)} ({gib(usable_bytes(generation.training_bytes or 0))} usable)")
 
 
 def refusal(job: FineTuneJob) -> Optional[str]:

@@ -23,15 +23,18 @@ class Method:
     rewards: bool = False
     # Trains a reward model (a sequence classifier): evaluated on preference pairs; it does not generate.
     scores: bool = False
+    # Generates completions from the policy while it trains (TRL's use_vllm keys): on GPUs it
+    # generates with vLLM, colocated in the training ranks, unless the job says otherwise.
+    generates_online: bool = False
 
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method("sft", "SFTConfig", "SFTTrainer", ("messages", "prompt_completion", "text"), "messages",
            "supervised fine-tuning"),
     Method("dpo", "DPOConfig", "DPOTrainer", ("preference",), "preference", "direct preference optimisation"),
     Method("grpo", "GRPOConfig", "GRPOTrainer", ("prompt_only",), "prompt_only",
-           "group relative policy optimisation", rewards=True),
+           "group relative policy optimisation", rewards=True, generates_online=True),
     Method("rloo", "RLOOConfig", "RLOOTrainer", ("prompt_only",), "prompt_only", "REINFORCE leave-one-out",
-           rewards=True),
+           rewards=True, generates_online=True),
     Method("reward", "RewardConfig", "RewardTrainer", ("preference",), "preference", "reward modelling",
            scores=True),
     Method("kto", "KTOConfig", "KTOTrainer", ("unpaired_preference",), "unpaired_preference",

@@ -2,7 +2,9 @@
 strategy `distributed.strategy: auto` picks, and the model FLOPs per token that MFU divides by.
 
 Pure arithmetic on a model's config (its config.json as a dict), so `kubetune plan`, the
-operator and every training rank compute the same numbers. Model states follow DeepSpeed's own
+operator and every training rank compute the same numbers. GRPO and RLOO may run vLLM inside
+each training rank (TRL's colocate mode): then vLLM takes a share of each GPU and the strategy
+is planned on what it leaves. Model states follow DeepSpeed's own
 estimators (mixed precision with Adam: 2 bytes of 16-bit weights plus 18 bytes of gradients,
 fp32 master weights and optimizer states per trained parameter), so the plan agrees with
 `estimate_zero2_model_states_mem_needs` and `estimate_zero3_model_states_mem_needs` (a test
@@ -13,6 +15,7 @@ so full logits are not counted.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional
 
@@ -151,6 +154,12 @@ class Workload:
 TRL_PLAN_DEFAULTS: dict[str, Any] = {"per_device_train_batch_size": 8, "max_length": 1024,
                                      "gradient_checkpointing": True, "max_completion_length": 512}
 ASSUMED_PROMPT_TOKENS = 512  # GRPO and RLOO bound only the completion
+
+
+def plan_defaults(generates_online: bool) -> dict[str, Any]:
+    """TRL_PLAN_DEFAULTS for a method: GRPO's and RLOO's configs have no max_length (a sequence is
+    a prompt and up to max_completion_length), as a rank reading the installed TRL finds."""
+    return {key: value for key, value in TRL_PLAN_DEFAULTS.items() if not (generates_online and key == "max_length")}
 QLORA_WEIGHT_BYTES = 0.5625  # 4-bit weights plus double-quantised scales
 
 
@@ -287,6 +296,170 @@ def choose(shape: ModelShape, work: Workload, gpu_memory: int) -> StrategyChoice
         f"a {shape.parameters / 1e9:.2f}B-parameter model does not fit {work.gpus} GPU(s) of {gib(gpu_memory)} "
         f"({gib(usable)} usable) with any strategy: {', '.join(tried)}. Add GPUs or nodes, lower "
         f"per_device_train_batch_size or max_length, turn gradient_checkpointing on, or train LoRA (spec.peft)")
+
+
+# --- vLLM colocated in the training ranks (GRPO and RLOO) ---------------------------------------
+
+COLOCATE = "colocate"
+# TRL's defaults of the vLLM keys a plan reads (a test checks them against the installed TRL).
+TRL_VLLM_DEFAULTS: dict[str, Any] = {"vllm_mode": COLOCATE, "vllm_gpu_memory_utilization": 0.3,
+                                     "vllm_tensor_parallel_size": 1}
+# vLLM's share of each GPU when kubetune chooses it: what vLLM needs, at least VLLM_MIN_SHARE (room
+# for completions longer than planned) and at most VLLM_MAX_SHARE. More than it needs buys vLLM
+# nothing, since TRL caps its concurrent sequences at the rank's generation batch, while training
+# keeps the rest as headroom. A job whose vLLM would need more than half of each GPU is not
+# colocated by default: it generates with transformers, or with `vllm_mode: server` on GPUs of its own.
+VLLM_MIN_SHARE = 0.2
+VLLM_MAX_SHARE = 0.5
+# vLLM's memory besides weights and KV cache: its profiling run (TRL caps a batch at 4,096
+# tokens), the sampler's logits and CUDA graphs.
+GENERATION_OVERHEAD_BYTES = 2 * GIB
+
+
+def colocates(training: dict[str, Any]) -> bool:
+    """The TRL keys run vLLM inside each training rank: use_vllm, in colocate mode (TRL's default)."""
+    return bool(training.get("use_vllm")) and training.get("vllm_mode", TRL_VLLM_DEFAULTS["vllm_mode"]) == COLOCATE
+
+
+def vllm_share(training: dict[str, Any]) -> float:
+    """The fraction of each GPU's memory colocated vLLM takes (vllm_gpu_memory_utilization); 0 without it."""
+    if not colocates(training):
+        return 0.0
+    return float(training.get("vllm_gpu_memory_utilization", TRL_VLLM_DEFAULTS["vllm_gpu_memory_utilization"]))
+
+
+def training_memory(gpu_memory: int, training: dict[str, Any]) -> int:
+    """Each GPU's memory left to training by colocated vLLM."""
+    return int(gpu_memory * (1 - vllm_share(training)))
+
+
+@dataclass(frozen=True)
+class Generation:
+    """What colocated vLLM holds on each GPU: the policy's weights and the KV cache of the rank's
+    whole generation batch at full length."""
+
+    sequences: int  # completions a rank generates at once (TRL's max_num_seqs)
+    sequence: int  # prompt and completion tokens
+    weight_bytes: float = 2.0  # per parameter: 16-bit, or 4-bit with QLoRA (vLLM loads it with bitsandbytes)
+    tensor_parallel: int = 1  # vllm_tensor_parallel_size: ranks one vLLM instance spans
+
+    def kv_bytes(self, shape: ModelShape) -> int:
+        per_token = 2 * shape.layers * shape.kv_heads * shape.head_dim * 2  # K and V, 16-bit
+        return per_token * self.sequences * self.sequence // self.tensor_parallel
+
+    def weights(self, shape: ModelShape) -> int:
+        return int(shape.parameters * self.weight_bytes / self.tensor_parallel)
+
+    def bytes(self, shape: ModelShape) -> int:
+        """What vLLM needs per GPU."""
+        return self.weights(shape) + self.kv_bytes(shape) + GENERATION_OVERHEAD_BYTES
+
+    def describe(self, shape: ModelShape) -> str:
+        return (f"{gib(self.weights(shape))} weights, {gib(self.kv_bytes(shape))} KV cache for {self.sequences} "
+                f"sequences of {self.sequence:,} tokens, {gib(GENERATION_OVERHEAD_BYTES)} overhead")
+
+
+def generation_for(training: dict[str, Any], work: Workload, qlora: bool = False,
+                   defaults: Optional[dict[str, Any]] = None) -> Generation:
+    """What colocated vLLM holds for a job's TRL keys (`defaults` for those it leaves out)."""
+    defaults = TRL_PLAN_DEFAULTS if defaults is None else defaults
+
+    def value(key: str) -> Any:
+        return training[key] if training.get(key) is not None else defaults.get(key)
+
+    tensor_parallel = int(value("vllm_tensor_parallel_size") or 1)
+    if value("generation_batch_size"):
+        sequences = int(value("generation_batch_size")) // work.gpus
+    else:
+        sequences = work.micro_batch * int(value("steps_per_generation") or value("gradient_accumulation_steps") or 1)
+    return Generation(sequences=sequences * tensor_parallel, sequence=work.sequence,
+                      weight_bytes=QLORA_WEIGHT_BYTES if qlora else 2.0, tensor_parallel=tensor_parallel)
+
+
+def generation_share(shape: ModelShape, generation: Generation, gpu_memory: int) -> float:
+    """vLLM's share of each GPU for what it needs, in hundredths rounded up, within the bounds."""
+    needed = math.ceil(generation.bytes(shape) / gpu_memory * 100) / 100
+    return min(max(VLLM_MIN_SHARE, needed), VLLM_MAX_SHARE)
+
+
+@dataclass(frozen=True)
+class KeyDefault:
+    """A TRL key kubetune sets, and why."""
+
+    key: str
+    value: Any
+    why: str
+
+
+def generation_defaults(training: dict[str, Any], shape: ModelShape, work: Workload, generation: Generation,
+                        gpu_memory: int, strategy: str = "auto", offload: str = "none"
+                        ) -> tuple[list[KeyDefault], Optional[str]]:
+    """For a method that generates while it trains, on GPUs: the vLLM keys kubetune sets where
+    `training` leaves them out (a key the job sets wins: `use_vllm: false` generates with
+    transformers, `vllm_mode: server` uses the job's server), and why vLLM stays off when
+    kubetune would turn it on but vLLM and training do not both fit a GPU."""
+    needed, share = generation.bytes(shape), generation_share(shape, generation, gpu_memory)
+    left = int(gpu_memory * (1 - share))
+    defaults: list[KeyDefault] = []
+    if "use_vllm" not in training:
+        if training.get("vllm_mode", TRL_VLLM_DEFAULTS["vllm_mode"]) == COLOCATE:
+            refused = _colocation_refused(shape, work, generation, gpu_memory, left, strategy, offload)
+            if refused:
+                return [], f"use_vllm stays off: {refused} (to colocate anyway: spec.training.use_vllm: true)"
+        defaults.append(KeyDefault("use_vllm", True, "GRPO and RLOO generate with vLLM, much faster than with "
+                                                     "transformers' generate()"))
+    elif not training["use_vllm"]:
+        return [], None
+    if "vllm_mode" not in training:
+        defaults.append(KeyDefault("vllm_mode", COLOCATE, "vLLM runs inside each training process, on its GPU"))
+    if colocates({**training, "use_vllm": True}) and "vllm_gpu_memory_utilization" not in training:
+        defaults.append(KeyDefault(
+            "vllm_gpu_memory_utilization", share,
+            f"vLLM needs about {gib(needed)} of each {gib(gpu_memory)} GPU ({generation.describe(shape)}), given "
+            f"at least {VLLM_MIN_SHARE:g} and at most {VLLM_MAX_SHARE:g} of it; training plans on the other "
+            f"{gib(left)}"))
+    return defaults, None
+
+
+def _colocation_refused(shape: ModelShape, work: Workload, generation: Generation, gpu_memory: int, left: int,
+                        strategy: str, offload: str) -> Optional[str]:
+    needed = generation.bytes(shape)
+    if needed > gpu_memory * VLLM_MAX_SHARE:
+        return (f"colocated vLLM would need {gib(needed)} of each {gib(gpu_memory)} GPU "
+                f"({generation.describe(shape)}), more than {VLLM_MAX_SHARE:g} of it")
+    if not _strategy_fits(shape, work, left, strategy, offload):
+        return (f"training does not fit the {gib(left)} of each GPU left beside colocated vLLM (which needs "
+                f"{gib(needed)})")
+    return None
+
+
+def _strategy_fits(shape: ModelShape, work: Workload, memory: int, strategy: str, offload: str) -> bool:
+    if strategy == "auto":
+        try:
+            choose(shape, work, memory)
+        except DoesNotFit:
+            return False
+        return True
+    # FSDP's full shard holds what ZeRO-3 holds.
+    return bool(strategy_memory(shape, work, "zero3" if strategy == "fsdp" else strategy, offload, memory).fits)
+
+
+def with_generation_defaults(training: dict[str, Any], defaults: list[KeyDefault]) -> dict[str, Any]:
+    return {**training, **{default.key: default.value for default in defaults}}
+
+
+def choose_beside_vllm(shape: ModelShape, work: Workload, gpu_memory: int, training: dict[str, Any]
+                       ) -> StrategyChoice:
+    """choose() on what colocated vLLM leaves of each GPU (all of it without colocated vLLM)."""
+    share = vllm_share(training)
+    if not share:
+        return choose(shape, work, gpu_memory)
+    beside = f"vLLM (colocate) takes {share:g} of each {gib(gpu_memory)} GPU"
+    try:
+        choice = choose(shape, work, training_memory(gpu_memory, training))
+    except DoesNotFit as error:
+        raise DoesNotFit(f"{error}; {beside} (spec.training.use_vllm: false leaves training all of it)") from None
+    return choice.model_copy(update={"reason": f"{choice.reason}; {beside}"})
 
 
 def mfu(tokens_per_second: float, flops_per_token: float, peak_flops: float) -> float:

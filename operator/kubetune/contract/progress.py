@@ -40,6 +40,9 @@ class TrainingNumbers(Document):
         None, description="RL: mean length of the completions, in tokens (TRL's completions/mean_length).")
     kl: Optional[float] = Field(None, description="RL: KL divergence from the reference model, when beta is not 0.")
     entropy: Optional[float] = Field(None, description="RL: mean entropy of the policy over completion tokens.")
+    generation_tokens_per_second: Optional[float] = Field(
+        None, description="RL: completion tokens generated per second of generation (weight syncs to vLLM left out), "
+                          "all ranks.")
 
     def throughput(self) -> Optional[tuple[float, str]]:
         """The training rate with its unit (tokens/s before samples/s); None before one is measured."""
@@ -53,9 +56,11 @@ class TrainingNumbers(Document):
 # The rate fields, by the unit a person reads; a trainer reports the first it can count.
 THROUGHPUT_UNITS = {"tokens_per_second": "tok/s", "samples_per_second": "samples/s"}
 
+# The generation rate the ranks log among TRL's metrics (TRL's own timings go to trackers only).
+GENERATION_RATE_LOG_KEY = "kubetune/generation_tokens_per_second"
 # TRL's RL log keys, by the progress field each fills; and the key of each reward function's mean.
 RL_LOG_KEYS = {"reward": "reward", "reward_std": "reward_std", "completion_mean_length": "completions/mean_length",
-               "kl": "kl", "entropy": "entropy"}
+               "kl": "kl", "entropy": "entropy", "generation_tokens_per_second": GENERATION_RATE_LOG_KEY}
 REWARD_FUNCTION_LOG_KEY = re.compile(r"^rewards/(?P<name>.+)/mean$")
 
 
