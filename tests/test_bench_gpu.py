@@ -28,5 +28,24 @@ def test_the_gpu_benchmark_runs_every_part_on_the_cpu_and_writes_json_and_markdo
     assert runs["zero3"]["defaults"][-1].startswith("distributed: zero3")
     for engine in ("vllm", "transformers"):
         assert results["generation"][engine]["output_tokens"] > 0
+
+    # GRPO (--tiny: 2 steps, batch 2, 2 generations of at most 8 tokens): generate() and colocate
+    # train through the entrypoint; the server answers TRL's client (its weight sync needs CUDA).
+    grpo = results["grpo"]["runs"]
+    assert set(grpo) == {"generate", "colocate", "server"}
+    for mode in ("generate", "colocate"):
+        run = grpo[mode]
+        assert run["steps"] == 2 and run["completions"] == 4, mode
+        assert run["completions_per_second"] > 0 and run["seconds_per_step"] > 0, mode
+        assert run["completions_per_generation_second"] > 0 and run["generation_tokens_per_second"] > 0, mode
+        assert 0 < run["completion_tokens"] <= 4 * 8, mode
+    assert grpo["generate"]["generation_notes"] == []
+    assert any("reload_weights" in note for note in grpo["colocate"]["generation_notes"])  # the CPU shim synced
+    server = grpo["server"]
+    assert server["client_only"] and server["completions"] == 4 and 0 < server["completion_tokens"] <= 4 * 8
+    assert server["completions_per_generation_second"] > 0 and server["server_ready_s"] > 0
+
     table = (tmp_path / "results.md").read_text()
     assert "| plain `trl sft`, TRL defaults |" in table and "| vllm |" in table
+    assert "| `generate()` (use_vllm false) |" in table and "| vLLM colocate |" in table
+    assert "| vLLM server, generation only" in table
