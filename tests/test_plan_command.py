@@ -140,3 +140,26 @@ def test_a_grpo_job_without_vllm_or_with_its_own_server_plans_on_the_whole_gpu(t
         assert result.exit_code == 0, result.output
         assert f"generation: {engine}" in result.output and "training plans on the whole GPU" in result.output
         assert "vLLM (colocate)" not in result.output
+
+
+def server_job_file(tmp_path, model_source, generation):
+    path, document = grpo_job_file(tmp_path, model_source, {"per_device_train_batch_size": 4,
+                                                           "max_completion_length": 512})
+    document["spec"]["generation"] = generation
+    path.write_text(yaml.safe_dump(document))
+    return str(path)
+
+
+def test_a_generation_server_is_planned_per_gpu_and_refused_when_its_share_cannot_hold_the_weights(tmp_path):
+    model = str(model_folder(tmp_path, LLAMA3_70B))
+    small = plan(server_job_file(tmp_path, model, {"gpusPerNode": 2, "tensorParallel": 1}), "--gpu", "H100",
+                 "--output", "json")
+    assert small.exit_code == 1, small.output
+    generation = json.loads(small.output)["generation"]
+    assert (generation["engine"], generation["poolGpus"], generation["tensorParallel"]) == ("vllm server", 2, 1)
+    assert "raise spec.generation.tensorParallel" in generation["refused"]
+    assert generation["needsBytes"] > generation["vllmBytes"]  # 70B in bf16 on one GPU is 131 GiB
+    wide = plan(server_job_file(tmp_path, model, {"gpusPerNode": 8, "tensorParallel": 8}), "--gpu", "H100")
+    assert wide.exit_code == 0, wide.output
+    assert "generation: a vLLM server of 8 GPUs (spec.generation), tensorParallel 8" in wide.output
+    assert "it cannot" not in wide.output and "training plans on its whole GPUs" in wide.output

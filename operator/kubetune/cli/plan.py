@@ -28,10 +28,13 @@ from ..contract.plan import (
     colocates,
     generation_defaults,
     generation_for,
+    Generation,
     gib,
     label,
     on_cpu,
     plan_defaults,
+    server_generation,
+    server_refusal,
     strategy_memory,
     training_memory,
     usable_bytes,
@@ -80,6 +83,9 @@ class GenerationPlan(Document):
     needs: Optional[str] = None  # what that is made of
     training_bytes: Optional[int] = None  # what vLLM leaves of each GPU to training
     note: Optional[str] = None  # why vLLM is off, when kubetune left it off
+    pool_gpus: Optional[int] = None  # a generation server's GPUs (spec.generation)
+    tensor_parallel: Optional[int] = None  # and how each engine shards the model
+    refused: Optional[str] = None  # why the server cannot hold the model
 
 
 class JobPlan(Document):
@@ -170,6 +176,9 @@ def planned_generation(job: FineTuneJob, shape: ModelShape, work: Workload, memo
         return spec.training, None
     qlora = bool(spec.peft and spec.peft.method == "qlora")
     generation = generation_for(spec.training, work, qlora, plan_defaults(True))
+    if spec.generation:
+        return {**spec.training, "use_vllm": True, "vllm_mode": "server"}, server_plan(job, shape, work, generation,
+                                                                                      memory)
     defaults, note = generation_defaults(spec.training, shape, work, generation, memory,
                                          spec.distributed.strategy, spec.distributed.offload)
     training = with_generation_defaults(spec.training, defaults)
@@ -182,6 +191,19 @@ def planned_generation(job: FineTuneJob, shape: ModelShape, work: Workload, memo
                                     vllm_bytes=memory - training_memory(memory, training),
                                     needs_bytes=generation.bytes(shape), needs=generation.describe(shape),
                                     training_bytes=training_memory(memory, training))
+
+
+def server_plan(job: FineTuneJob, shape: ModelShape, work: Workload, per_rank: Generation, memory: int
+                ) -> GenerationPlan:
+    """The generation server's memory per GPU (on the workers' GPU type), and whether it holds the model."""
+    pool = job.spec.generation
+    generation = server_generation(per_rank, work.gpus, pool.engines(), pool.tensor_parallel)
+    share = pool.gpu_memory_utilization
+    return GenerationPlan(engine="vllm server", share=share, chosen_by="spec.generation",
+                          vllm_bytes=int(memory * share), needs_bytes=generation.bytes(shape),
+                          needs=generation.describe(shape), pool_gpus=pool.nodes * pool.gpus_per_node,
+                          tensor_parallel=pool.tensor_parallel,
+                          refused=server_refusal(shape, generation, memory, share))
 
 
 def plan_job(job: FineTuneJob, config: dict[str, Any], gpu: Optional[Gpu]) -> JobPlan:
@@ -205,6 +227,8 @@ def plan_job(job: FineTuneJob, config: dict[str, Any], gpu: Optional[Gpu]) -> Jo
             auto = choose_beside_vllm(shape, work, memory, training)
         except DoesNotFit as error:
             refused = str(error)
+    if generation and generation.refused:
+        refused = "; ".join(filter(None, (refused, generation.refused)))
     global_batch = global_batch_at(spec, resources.nodes)
     rows = dataset_rows(job)
     return JobPlan(
@@ -284,6 +308,13 @@ def render_text(plan: JobPlan) -> str:
 
 
 def generation_text(generation: GenerationPlan) -> str:
+    if generation.engine == "vllm server" and generation.pool_gpus is not None:
+        fits = f"; it cannot: {generation.refused}" if generation.refused else ""
+        return (f"generation: a vLLM server of {generation.pool_gpus} GPUs (spec.generation), tensorParallel "
+                f"{generation.tensor_parallel}, gpuMemoryUtilization {generation.share:g} = "
+                f"{gib(generation.vllm_bytes or 0)} of each of its GPUs; it needs about "
+                f"{gib(generation.needs_bytes or 0)} per GPU ({generation.needs}){fits}; training plans on its "
+                f"whole GPUs")
     if generation.engine != "vllm colocate":
         how = "a vLLM server (vllm_mode: server)" if generation.engine == "vllm server" else "transformers"
         note = f" ({generation.note})" if generation.note else ""

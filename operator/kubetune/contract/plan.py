@@ -376,6 +376,28 @@ def generation_for(training: dict[str, Any], work: Workload, qlora: bool = False
                       weight_bytes=QLORA_WEIGHT_BYTES if qlora else 2.0, tensor_parallel=tensor_parallel)
 
 
+def server_generation(per_rank: Generation, ranks: int, engines: int, tensor_parallel: int) -> Generation:
+    """What each GPU of a generation server holds: every rank's prompts go to the server, spread
+    over its engines (vLLM's data parallel), each sharded over tensor_parallel GPUs."""
+    sequences = -(-per_rank.sequences * ranks // engines)
+    return Generation(sequences=sequences, sequence=per_rank.sequence, weight_bytes=per_rank.weight_bytes,
+                      tensor_parallel=tensor_parallel)
+
+
+def server_refusal(shape: ModelShape, generation: Generation, gpu_memory: int, utilization: float
+                   ) -> Optional[str]:
+    """Why a generation server cannot hold the model: its weights per GPU (and vLLM's overhead)
+    exceed the share of each GPU it may take."""
+    capacity = int(gpu_memory * utilization)
+    held = generation.weights(shape) + GENERATION_OVERHEAD_BYTES
+    if held <= capacity:
+        return None
+    return (f"the generation server needs {gib(held)} of each GPU for the weights alone at tensorParallel "
+            f"{generation.tensor_parallel} ({gib(generation.weights(shape))} weights, "
+            f"{gib(GENERATION_OVERHEAD_BYTES)} overhead), more than gpuMemoryUtilization {utilization:g} of a "
+            f"{gib(gpu_memory)} GPU ({gib(capacity)}); raise spec.generation.tensorParallel")
+
+
 def generation_share(shape: ModelShape, generation: Generation, gpu_memory: int) -> float:
     """vLLM's share of each GPU for what it needs, in hundredths rounded up, within the bounds."""
     needed = math.ceil(generation.bytes(shape) / gpu_memory * 100) / 100
