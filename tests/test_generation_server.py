@@ -100,7 +100,7 @@ def _step_until(local, done, seconds, seen):
                          f"{local.cluster.generation[0].last_log_lines(30) if local.cluster.generation else ''}")
 
 
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(540)
 def test_kubetune_run_starts_the_server_holds_the_workers_and_the_server_answers_trls_client(tmp_path):
     from trl.generation.vllm_client import VLLMClient
 
@@ -122,5 +122,10 @@ def test_kubetune_run_starts_the_server_holds_the_workers_and_the_server_answers
         assert len(answer["completion_ids"]) == 2 and all(1 <= len(ids) <= 4 for ids in answer["completion_ids"])
         log = local.cluster.generation[0].log_file.read_text()
         assert f"kubetune: generation server: -m {VLLM_API_SERVER}" in log
+        # The workers started then; on the CPU they cannot push weights to it, and say so once.
+        failed = _step_until(local, lambda d: d.phase == "Failed", 120, seen)
+        assert failed.status.failure.reason == "PermanentError"
+        assert failed.status.failure.message.startswith("spec.generation: TRL pushes new weights")
+        assert failed.status.workers.restarts == 0
     finally:
         local.cluster.stop()

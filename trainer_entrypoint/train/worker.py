@@ -18,7 +18,7 @@ from kubetune.contract.plan import ModelShape, StrategyChoice, colocates
 from kubetune.contract.progress import TrainingNumbers
 
 from ..card import write_card
-from ..errors import exit_code_for
+from ..errors import PermanentError, exit_code_for
 from ..sources import model_reference
 from .checkpoints import discard_incomplete
 from .compat import load_indexed_cpu_locations
@@ -91,9 +91,14 @@ def shape_of(model_config: dict[str, Any]) -> Optional[ModelShape]:
         return None
 
 
-def prepare_generation(config: TrainerConfig) -> None:
+def prepare_generation(config: TrainerConfig, cuda: bool) -> None:
     """A method that generates with vLLM inside the ranks says so; on a CPU, TRL's weight sync is
-    made to work first (vllm_colocate)."""
+    made to work first (vllm_colocate). A server cannot take weights from a CPU rank."""
+    if config.trainer.generates_online and config.training.get("use_vllm") and not colocates(config.training) \
+            and not cuda:
+        field = "spec.generation" if config.generation else "spec.training.vllm_mode"
+        raise PermanentError(f"{field}: TRL pushes new weights to a vLLM server over NCCL, which needs CUDA on the "
+                             "ranks; on the CPU generate with vllm_mode: colocate")
     if not (config.trainer.generates_online and colocates(config.training)):
         return
     from . import vllm_colocate
@@ -151,12 +156,13 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
         progress, callback, server = start_progress(config)
         callbacks.append(callback)
     try:
-        prepared = prepare(config, detect())
+        hardware = detect()
+        prepared = prepare(config, hardware)
         if progress and callback:
             progress.update(distributed=prepared.choice)
             callback.count_flops(prepared.flops_per_token, prepared.peak_flops)
         config, plan = for_this_world_size(prepared.config, resume_from)
-        prepare_generation(config)
+        prepare_generation(config, bool(hardware.gpus))
         trainer = build_trainer(config, callbacks, prepared.reference)
         if plan.universal and resume_from:
             if rank() == 0:
