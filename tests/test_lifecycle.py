@@ -803,3 +803,12 @@ def test_a_batch_job_says_when_it_completed():
                                                "lastTransitionTime": "2026-01-01T11:58:59Z"}]}}
     assert evaluation_run(without_time, []).completed_at == "2026-01-01T11:58:59Z"
     assert evaluation_run({"status": {}}, []).completed_at is None
+
+
+def test_rank_0s_last_numbers_left_at_exit_reach_status_when_training_ends_between_reads():
+    final = Progress(step=2, total_steps=2, phase="succeeded", loss=0.5, reward=0.75).encode()
+    result = decide(parse_job(with_spec()), [], {"phase": "Training"},
+                    Observed(NOW, WorkerSet(1), (exited(0, final),)))
+    assert result.phase == "Evaluating"
+    assert (result.status["progress"]["step"], result.status["progress"]["reward"]) == (2, 0.75)
+    assert result.status["progress"]["display"] == "2/2 (100%)"

@@ -18,7 +18,7 @@ from kubetune.contract.plan import ModelShape, StrategyChoice, colocates
 from kubetune.contract.progress import TrainingNumbers
 
 from ..card import write_card
-from ..errors import PermanentError, exit_code_for
+from ..errors import PermanentError, exit_code_for, write_termination_message
 from ..sources import model_reference
 from .checkpoints import discard_incomplete
 from .compat import load_indexed_cpu_locations
@@ -188,6 +188,9 @@ def train(config: TrainerConfig, progress_server: bool = True) -> dict[str, Any]
             write_card(config)
             if progress:
                 progress.update(phase="succeeded")
+                # The last numbers outlive the pod's progress server: a short run can end between
+                # two reads of /progress, and the operator reads this on the worker's exit.
+                write_termination_message(progress.snapshot().encode())
         # No rank exits before the completion record exists: any worker exiting 0 means "trained".
         trainer.accelerator.wait_for_everyone()
         return {"rank": rank(), "worldSize": trainer.args.world_size,

@@ -54,7 +54,7 @@ from .initializing import hold_for_initialization
 from .observed import Observed
 from .phases import TERMINAL, Phase
 from .state import Decision, Event, Next, first_termination
-from .training import mirror_progress, record_strategy, restart_budget, running
+from .training import final_progress, mirror_progress, record_strategy, restart_budget, running
 from .workers import count_workers, restart_message
 
 
@@ -138,6 +138,8 @@ def _before_training(job: FineTuneJob, state: Next, observed: Observed) -> Decis
         return state.fail_with("PermanentError", None, *permanent)
     # Before the restart checks: workers restart after success too, and each restart counts.
     if state.holds(ConditionType.TRAINED) or first_termination(observed, lambda t: t.exit_code == 0):
+        if not state.holds(ConditionType.TRAINED):
+            mirror_progress(state, final_progress(observed))
         return after_training(job, state, observed)
     return (restart_budget(job, state, observed) or hold_for_initialization(job, state, observed)
             or hold_for_generation(job, state, observed) or running(job, state, observed))

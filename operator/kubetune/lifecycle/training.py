@@ -111,6 +111,17 @@ def _watch(job: FineTuneJob, state: Next, observed: Observed) -> Decision:
     return state.finish(Phase.TRAINING)
 
 
+def final_progress(observed: Observed) -> Optional[Progress]:
+    """Rank 0's last numbers, which it leaves as its termination message when training succeeded."""
+    finished = first_termination(observed, lambda t: t.exit_code == 0 and bool(t.message))
+    if finished is None:
+        return None
+    try:
+        return Progress.decode(finished[1].message)
+    except ValueError:
+        return None
+
+
 def mirror_progress(state: Next, reported: Optional[Progress]) -> None:
     """Rank 0's progress into status, with an Event per new checkpoint."""
     old = state.status.progress
