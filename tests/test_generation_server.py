@@ -129,3 +129,22 @@ def test_kubetune_run_starts_the_server_holds_the_workers_and_the_server_answers
         assert failed.status.workers.restarts == 0
     finally:
         local.cluster.stop()
+
+
+def test_the_grpo_examples_render_what_the_readme_says():
+    """examples/grpo.yaml: TRL's own vLLM keys, colocate, passed through as they are;
+    examples/grpo-server.yaml: the operator's generation server, the ranks pointed at it."""
+    import yaml
+
+    from conftest import REPO
+
+    colocated = config_of(render_job(parse_job(yaml.safe_load((REPO / "examples" / "grpo.yaml").read_text()))))
+    assert (colocated.training["use_vllm"], colocated.training["vllm_mode"]) == (True, "colocate")
+    assert colocated.generation is None
+    served = render_job(parse_job(yaml.safe_load((REPO / "examples" / "grpo-server.yaml").read_text())))
+    config = config_of(served)
+    assert (config.training["vllm_mode"], config.training["vllm_server_host"]) == (
+        "server", "qwen-grpo-server-generation.ml.svc")
+    container = served.generation_stateful_set["spec"]["template"]["spec"]["containers"][0]
+    assert container["resources"]["limits"]["nvidia.com/gpu"] == 2
+    assert served.stateful_set["spec"]["replicas"] == 0  # held until the initializer and the server are ready
