@@ -272,3 +272,15 @@ def test_chart_and_operator_default_to_these_images():
     assert f"--target trainer -t {settings.trainer_image} ." in cuda
     assert f"--target evaluator -t {settings.evaluator_image} ." in cuda
     assert f"-t {values['image']['repository']}:" in (IMAGES / "operator.Dockerfile").read_text()
+
+
+def test_every_package_is_in_pyproject_so_the_images_install_it():
+    """The images install kubetune without -e: a package pyproject.toml does not list is left out."""
+    import tomllib
+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = set()
+    for root, name in (("operator/kubetune", "kubetune"), ("trainer_entrypoint", "trainer_entrypoint")):
+        for init in (REPO / root).rglob("__init__.py"):
+            found.add(".".join((name, *init.parent.relative_to(REPO / root).parts)))
+    assert found == listed
