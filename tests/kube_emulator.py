@@ -9,6 +9,10 @@ For benchmarks and fault tests: a FaultPlan (500s, 409s, 429s and latency, for t
 operator's requests only), request counts by client, verb and resource at /_emulator/stats,
 and a standalone process (`python tests/kube_emulator.py --port P [--faults]`).
 
+Pod logs (GET .../pods/NAME/log with follow, tailLines and previous) are served from text a
+test writes (`write_pod_log`, `restart_pod_log`, `end_pod_log`), as a kubelet keeps each
+container's output: a follow ends when its container does.
+
 At operator scale, kmock's costs grow with the run: it picks a reaction by re-filtering every
 request served so far, and finds an object by scanning every stored one. Here a request is
 dispatched by its own filters (QuickDispatch), and objects are indexed by resource, namespace
@@ -163,6 +167,20 @@ class QuickDispatch(kmock.RawHandler):
 Key = tuple[Any, Optional[str], str]  # (resource, namespace, name), as kmock keys its objects
 
 
+@attrs.define
+class ContainerLog:
+    """One run of a pod's container: its output so far, and whether it has ended."""
+
+    text: str = ""
+    ended: bool = False
+
+    def tail(self, lines: Optional[int]) -> str:
+        if lines is None:
+            return self.text
+        kept = self.text.splitlines(keepends=True)[-lines:] if lines > 0 else []
+        return "".join(kept)
+
+
 @attrs.frozen(eq=False, order=False)
 class IndexedObjects(ObjectsArray):
     """kmock's object store, with its keys indexed by resource and namespace, and with the
@@ -242,6 +260,8 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
     _counts: collections.Counter = attrs.field(factory=collections.Counter, init=False)
     _watches_opened: int = attrs.field(default=0, init=False)
     _silenced_up_to: int = attrs.field(default=0, init=False)  # watches numbered up to this are silent
+    # Pod output by (namespace, name): each run of its container, oldest first.
+    _pod_logs: dict[tuple[str, str], list[ContainerLog]] = attrs.field(factory=dict, init=False)
 
     def _next_rv(self) -> str:
         self._last_rv += 1
@@ -300,6 +320,8 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
     # --- the API ----------------------------------------------------------------------------
 
     async def _serve_request(self, request: kmock.Request) -> Any:
+        if request.resource is not None and request.resource.plural == "pods" and request.subresource == "log":
+            return await self._serve_log(request)
         if request.resource is not None and request.name is not None and request.method.value == "PUT":
             return await self._replace(request)
         watched = None  # an object this request may delete: (key, uid)
@@ -504,6 +526,63 @@ class ApiServer(KubernetesEmulator, QuickDispatch):
         """Every watch open now stops delivering, silently: its connection stays open, nothing
         more comes, and it does not end at its timeout. Watches opened later are served."""
         self._silenced_up_to = self._watches_opened
+
+    # --- pod logs, as the kubelet serves them through the API server -----------------------
+
+    def _container_logs(self, namespace: str, name: str) -> list[ContainerLog]:
+        return self._pod_logs.setdefault((namespace, name), [ContainerLog()])
+
+    def write_pod_log(self, namespace: str, name: str, text: str) -> None:
+        """Append output to the pod's running container (tests call this from their thread)."""
+        self._container_logs(namespace, name)[-1].text += text
+
+    def restart_pod_log(self, namespace: str, name: str) -> None:
+        """The container ended and a new one started: its output becomes `previous`, and
+        follows of it end."""
+        logs = self._container_logs(namespace, name)
+        logs[-1].ended = True
+        logs.append(ContainerLog())
+
+    def end_pod_log(self, namespace: str, name: str) -> None:
+        """The container ended (follows of it end); its output stays readable."""
+        self._container_logs(namespace, name)[-1].ended = True
+
+    async def _serve_log(self, request: kmock.Request) -> aiohttp.web.StreamResponse:
+        """GET pods/NAME/log: the current container's output (previous=true: the one before),
+        its last tailLines lines, and with follow=true what it writes until it ends."""
+        pod = self._objects.lookup(request.resource, request.namespace, request.name)
+        if pod is None or pod.deleted:
+            raise kmock.KubernetesError(status=404, reason="NotFound", message=f'pods "{request.name}" not found')
+        logs = self._container_logs(request.namespace, request.name)
+        tail = request.params.get("tailLines")
+        if request.params.get("previous") == "true":
+            if len(logs) < 2:
+                raise kmock.KubernetesError(status=400, reason="BadRequest", message=(
+                    f'previous terminated container in pod "{request.name}" not found'))
+            return aiohttp.web.Response(text=logs[-2].tail(int(tail) if tail else None))
+        log = logs[-1]
+        text = log.tail(int(tail) if tail else None)
+        if request.params.get("follow") != "true":
+            return aiohttp.web.Response(text=text)
+        response = aiohttp.web.StreamResponse(headers={"Content-Type": "text/plain"})
+        await response.prepare(request._raw_request)
+        sent = len(log.text)
+        try:
+            await response.write(text.encode())
+            while not pod.deleted:
+                ended = log.ended  # read first: once ended, the text is whole
+                current = log.text
+                if len(current) > sent:
+                    await response.write(current[sent:].encode())
+                    sent = len(current)
+                elif ended:
+                    break
+                else:
+                    await asyncio.sleep(0.05)
+            await response.write_eof()
+        except ConnectionError:
+            pass  # the client stopped following
+        return response
 
     @staticmethod
     def _matches(request: kmock.Request, resource: Any, namespace: Any, name: Any) -> bool:

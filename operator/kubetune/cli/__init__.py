@@ -17,6 +17,8 @@ from ..contract.gpus import GPU_NAMES
 from ..render import RenderSettings, output_location, render_job
 from ..yamlio import UnreadableYAML, dump_all, load_all
 from .cache import CACHE_DIR_OPTION, cache, cache_root
+from . import cluster
+from .cluster import cluster_options, is_run_dir, scale_job, scale_run_dir
 
 
 @dataclass
@@ -240,22 +242,17 @@ def _with_nodes(job: FineTuneJob, nodes: int, label: str, old: Optional[FineTune
 
 
 @main.command()
-@click.argument("run_dir", metavar="RUN-DIR")
+@click.argument("target", metavar="RUN-DIR|NAME")
 @click.argument("nodes", type=click.IntRange(min=1))
-def scale(run_dir: str, nodes: int) -> None:
-    """Resize the elastic job `kubetune run` is running in RUN-DIR to NODES worker pods,
-    as `kubectl scale ftj/NAME --replicas=NODES` does in a cluster."""
-    from ..local.run import JOB_FILE, NODES_FILE
-
-    folder = Path(run_dir)
-    loaded = list(load_jobs(str(folder / JOB_FILE)))
-    if not loaded or loaded[0].job is None:
-        click.echo(f"{run_dir}: no job of `kubetune run` here ({JOB_FILE} is missing or unreadable)", err=True)
-        sys.exit(2)
-    running = loaded[0].job
-    _with_nodes(running, nodes, run_dir, old=running)
-    (folder / NODES_FILE).write_text(str(nodes))
-    click.echo(f"{running.metadata.name}: scaling from {running.spec.resources.nodes} to {nodes} nodes")
+@cluster_options
+def scale(target: str, nodes: int, kubeconfig: Optional[str], context: Optional[str],
+          namespace: Optional[str]) -> None:
+    """Resize an elastic job to NODES worker pods: the one `kubetune run` is running in RUN-DIR,
+    or the cluster's FineTuneJob NAME (as `kubectl scale ftj/NAME --replicas=NODES`)."""
+    if is_run_dir(target):
+        scale_run_dir(target, nodes)
+    else:
+        scale_job(target, nodes, kubeconfig, context, namespace)
 
 
 @main.command()
@@ -306,6 +303,13 @@ def crd() -> None:
 
 
 main.add_command(cache)
+main.add_command(cluster.get)
+main.add_command(cluster.describe)
+main.add_command(cluster.logs)
+main.add_command(cluster.wait)
+main.add_command(cluster.delete)
+main.add_command(cluster.suspend)
+main.add_command(cluster.resume)
 
 if __name__ == "__main__":
     main()
