@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any, Optional
 
 from kubetune.contract.initialization import FetchedSource, InitializationReport
 from kubetune.contract.progress import PROGRESS_PATH
+
+from ..serving import serve_routes
 
 
 def disk_bytes(folder: Path) -> int:
@@ -61,25 +63,5 @@ class ProgressState:
 
 def serve(state: ProgressState, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
     """Start the progress server in a daemon thread; port 0 picks a free port."""
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.startswith(PROGRESS_PATH):
-                body, kind = state.snapshot().encode().encode(), "application/json"
-            elif self.path.startswith("/healthz"):
-                body, kind = b"ok", "text/plain"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):  # keep the log to one line per source
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="kubetune-initializer-progress").start()
-    return server
+    return serve_routes({PROGRESS_PATH: lambda: (state.snapshot().encode().encode(), "application/json")}, port,
+                        host, "kubetune-initializer-progress")

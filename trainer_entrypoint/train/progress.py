@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from typing import Any, Optional
 
 from prometheus_client import CollectorRegistry, generate_latest
@@ -16,6 +16,8 @@ from transformers import TrainerCallback
 
 from kubetune.contract.plan import mfu
 from kubetune.contract.progress import PROGRESS_PATH, THROUGHPUT_UNITS, Progress, rl_numbers
+
+from ..serving import serve_routes
 
 # Progress fields exported as gauges, by metric name (the help text is the field's description).
 GAUGES = {
@@ -168,27 +170,6 @@ def serve(progress: ProgressState, port: int, host: str = "0.0.0.0") -> Threadin
     """Start the metrics and progress server in a daemon thread; port 0 picks a free port."""
     registry = CollectorRegistry()
     registry.register(progress)
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_GET(self):
-            if self.path.startswith("/metrics"):
-                body, kind = generate_latest(registry), "text/plain; version=0.0.4"
-            elif self.path.startswith(PROGRESS_PATH):
-                body, kind = progress.snapshot().encode().encode(), "application/json"
-            elif self.path.startswith("/healthz"):
-                body, kind = b"ok", "text/plain"
-            else:
-                self.send_error(404)
-                return
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(body)))
-            self.end_headers()
-            self.wfile.write(body)
-
-        def log_message(self, *args):  # keep the training log readable
-            pass
-
-    server = ThreadingHTTPServer((host, port), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True, name="kubetune-progress").start()
-    return server
+    return serve_routes({"/metrics": lambda: (generate_latest(registry), "text/plain; version=0.0.4"),
+                         PROGRESS_PATH: lambda: (progress.snapshot().encode().encode(), "application/json")},
+                        port, host, "kubetune-progress")
