@@ -28,7 +28,8 @@ VALUE_SETS = {
     "custom-images": ["--set", "image.repository=registry.local/kubetune/operator", "--set", "image.tag=1.2.3",
                       "--set", "trainer.image=registry.local/trainer:1", "--set", "evaluator.image=registry.local/eval:1",
                       "--set-json", 'jobPods={"imagePullPolicy":"Always","gpuNodeSelector":{"gpu":"h100"},'
-                                    '"gpuTolerations":[{"key":"ml","operator":"Exists","effect":"NoSchedule"}]}',
+                                    '"gpuTolerations":[{"key":"ml","operator":"Exists","effect":"NoSchedule"}],'
+                                    '"cacheClaimName":"model-cache","hfEndpoint":"http://hub-mirror.internal"}',
                       "--set-json", 'trainer.resources={"requests":{"cpu":"8","memory":"64Gi"},"limits":{"memory":"128Gi"}}',
                       "--set-json", 'evaluator.resources={"requests":{"memory":"32Gi"}}'],
     "alerts": ["--set", "prometheusRule.enabled=true", "--set", "prometheusRule.pendingFor=1h"],
@@ -118,6 +119,11 @@ def test_job_pod_values_reach_the_pods_the_operator_renders(rendered, binary):
                                                     "limits": {"memory": "128Gi", "nvidia.com/gpu": 8}}
     evaluator = objects.evaluation_job["spec"]["template"]["spec"]["containers"][0]
     assert evaluator["resources"]["requests"] == {"memory": "32Gi"}
+    # A job with a Hub model: its pods read the shared cache claim, through the Hub mirror.
+    from_hub = render_job(parse_job(with_spec(model={"source": "hf://Qwen/Qwen2.5-0.5B"})), settings)
+    for pod in (from_hub.stateful_set["spec"]["template"]["spec"], from_hub.initializer_job["spec"]["template"]["spec"]):
+        assert {"name": "model-cache", "persistentVolumeClaim": {"claimName": "model-cache"}} in pod["volumes"]
+        assert {"name": "HF_ENDPOINT", "value": "http://hub-mirror.internal"} in pod["containers"][0]["env"]
     default = RenderSettings.from_job_pod_defaults(job_pod_defaults(rendered[(binary, "default")]))
     assert default == RenderSettings()
 
