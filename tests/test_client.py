@@ -218,6 +218,23 @@ def test_an_invalid_job_is_refused_naming_its_fields_before_any_request(emulated
     assert requests_of_users(harness) == before
 
 
+def test_a_job_auto_cannot_fit_is_refused_by_create_as_validate_refuses_it(emulated, tmp_path):
+    from model_shapes import LLAMA3_70B
+
+    harness, client = emulated
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps(LLAMA3_70B))
+    before = requests_of_users(harness)
+    with pytest.raises(InvalidJob) as refused:
+        client.create(job_document("huge", model={"source": str(model)}, training={
+            "per_device_train_batch_size": 32, "max_length": 4096, "gradient_checkpointing": False},
+            resources={"gpusPerNode": 1, "nodeSelector": {"nvidia.com/gpu.product": "NVIDIA-L40S"}}))
+    problem, = refused.value.problems
+    assert problem.path == "spec.distributed.strategy" and "does not fit 1 GPU(s)" in str(problem)
+    assert requests_of_users(harness) == before
+
+
 def test_the_progress_bar_shows_in_ipython_only(monkeypatch):
     import types
 

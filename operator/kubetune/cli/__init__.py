@@ -71,7 +71,7 @@ def main() -> None:
 @click.argument("files", nargs=-1, required=True)
 def validate(files: tuple[str, ...]) -> None:
     """Check FineTuneJob files; print FILE: FIELD: REASON for every problem."""
-    from .plan import refusal
+    from ..planning import refusal
 
     failed = False
     for path in files:
@@ -277,7 +277,7 @@ def plan(file: str, job_name: Optional[str], gpu_name: Optional[str], gpu_memory
     import json
 
     from ..contract.gpus import gpu_named
-    from .plan import Unreadable, chosen_gpu, model_config as read_model_config, plan_job, render_text
+    from ..planning import Unreadable, chosen_gpu, model_config as read_model_config, plan_job, render_text
 
     job = _one_job(file, job_name)
     mounts = dict(claim.partition("=")[::2] for claim in claims)

@@ -15,6 +15,7 @@ from typing import Any, Callable, Iterable, Iterator, Optional, Union
 
 from ..api.models import PHASES, EvaluationStatus, FineTuneJob
 from ..api.validation import InvalidJob, Problem, parse_job
+from ..planning import refusal
 from ..lifecycle.phases import Phase
 from ..yamlio import UnreadableYAML, load_all
 from .display import progress_display
@@ -95,7 +96,11 @@ class Client:
         """Create the job (a FineTuneJob, its dict, or a YAML file); InvalidJob, naming every
         field at fault, before any request."""
         document = job_document(job)
-        return self._backend.create(document, parse_job(document))
+        parsed = parse_job(document)
+        why = refusal(parsed)
+        if why:  # as `kubetune validate` says: the strategy cannot fit the job's GPUs
+            raise InvalidJob([Problem("spec.distributed.strategy", why)])
+        return self._backend.create(document, parsed)
 
     def get(self, name: str) -> Job:
         return self._backend.get(name)

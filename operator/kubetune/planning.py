@@ -11,13 +11,13 @@ from typing import Any, Mapping, Optional
 
 from pydantic import Field
 
-from ..api.batch import global_batch_at
-from ..api.models import FineTuneJob
-from ..contract.builtin import TINY_MODEL, TINY_SPLITS, TINY_VOCAB
-from ..contract.document import Document
-from ..contract.gpus import GIB, MIB, Gpu, gpu_for_pods
-from ..contract.methods import METHODS
-from ..contract.plan import (
+from .api.batch import global_batch_at
+from .api.models import FineTuneJob
+from .contract.builtin import TINY_MODEL, TINY_SPLITS, TINY_VOCAB
+from .contract.document import Document
+from .contract.gpus import GIB, MIB, Gpu, gpu_for_pods
+from .contract.methods import METHODS
+from .contract.plan import (
     PLANNED,
     DoesNotFit,
     ModelShape,
@@ -42,7 +42,7 @@ from ..contract.plan import (
     with_generation_defaults,
     workload_for,
 )
-from ..contract.sources import PATH, split_source
+from .contract.sources import PATH, split_source
 
 
 class ModelSummary(Document):
