@@ -12,10 +12,12 @@ arguments.
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import os
 import sys
 import tempfile
+from pathlib import Path
 
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig
@@ -72,6 +74,13 @@ def _without_weight_transfer(command: list[str]) -> list[str]:
     return command[:at] + command[at + 2:]
 
 
+def short_socket_folder(temp: str) -> str:
+    """A short folder for vLLM's sockets, one per temp folder (a restarted server reuses it)."""
+    folder = Path("/tmp") / f"vllm-rpc-{hashlib.sha256(temp.encode()).hexdigest()[:12]}"
+    folder.mkdir(mode=0o700, exist_ok=True)
+    return str(folder)
+
+
 def main() -> int:
     from .config import load_config
 
@@ -88,7 +97,7 @@ def main() -> int:
         return code
     env = {**os.environ, "VLLM_SERVER_DEV_MODE": "1"}
     if len(tempfile.gettempdir()) > LONGEST_SOCKET_FOLDER:  # a deep TMPDIR, as a local run's pod folder has
-        env.setdefault("VLLM_RPC_BASE_PATH", tempfile.mkdtemp(prefix="vllm-rpc-", dir="/tmp"))
+        env.setdefault("VLLM_RPC_BASE_PATH", short_socket_folder(tempfile.gettempdir()))
     if not cuda:
         env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")  # GiB; the default sizing fails on small hosts
     print(f"kubetune: generation server: {' '.join(command[1:])}", flush=True)
