@@ -338,7 +338,7 @@ def test_the_initializer_runs_first_and_the_workers_read_its_cache_read_only(har
     eventually(lambda: replicas(harness) == 1, what="the workers started once the sources were in the cache")
     assert condition(harness, "Initialized")["message"] == "hf://Qwen/Qwen2.5-0.5B@a1b2c3: cached"
     status = get_job(harness)["status"]["initialization"]
-    assert status["sources"][0]["revision"] == "a1b2c3" and status["display"] == "4.0 KB/4.0 KB"
+    assert status["sources"][0]["revision"] == "a1b2c3" and status["display"] == "4.0 kB/4.0 kB"
     eventually(lambda: ("Normal", "SourceCached", "hf://Qwen/Qwen2.5-0.5B@a1b2c3: cached") in events_of(harness),
                what="the cached source's Event")
     assert harness.context.metrics.initializer_bytes.labels("hf", "cached")._value.get() == 4000

@@ -10,7 +10,7 @@ from typing import Iterator, Optional
 
 from kubetune import contract
 from kubetune.contract.config import TrainerConfig
-from kubetune.contract.initialization import FetchedSource, InitializationReport
+from kubetune.contract.initialization import FetchedSource, InitializationReport, human_bytes
 from kubetune.contract.progress import PROGRESS_PATH
 
 from ..errors import PermanentError, exit_code_for, write_termination_message
@@ -69,15 +69,6 @@ def summary_line(slot: Slot, fetched: FetchedSource, seconds: float) -> str:
     if fetched.cached:
         return f"{where}: cached"
     return f"{where}: downloaded {human_bytes(fetched.downloaded_bytes)} in {seconds:.0f} s"
-
-
-def human_bytes(count: int) -> str:
-    size = float(count)
-    for unit in ("B", "kB", "MB", "GB"):
-        if size < 1000 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1000
-    raise AssertionError("unreachable")
 
 
 def write_manifest(report: InitializationReport, manifest: Path) -> None:

@@ -24,6 +24,16 @@ MANIFEST_FILE = "sources.json"
 COMPLETE_MARKER = ".kubetune-complete.json"
 
 
+def human_bytes(count: Optional[int]) -> str:
+    """Bytes as people read them, in SI units: `386.5 kB`, `1.2 GB`."""
+    value = float(count or 0)
+    for unit in ("B", "kB", "MB", "GB"):
+        if value < 1000:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{value:.1f} TB"
+
+
 class CacheSettings(Document):
     """Where a job's pods find the cache (the trainer config's `cache`)."""
 

@@ -9,7 +9,7 @@ from typing import Optional
 
 from ..api.models import FineTuneJob, InitializationStatus
 from ..contract.failure import FailureReport
-from ..contract.initialization import FetchedSource, InitializationReport
+from ..contract.initialization import FetchedSource, InitializationReport, human_bytes
 from ..render.pods import downloads
 from .conditions import ConditionType
 from .observed import EvaluationRun, Observed
@@ -90,11 +90,3 @@ def status_of(report: InitializationReport) -> InitializationStatus:
     status.display = f"{human_bytes(done)}/{human_bytes(total)}" if total else human_bytes(done)
     return status
 
-
-def human_bytes(count: Optional[int]) -> str:
-    value = float(count or 0)
-    for unit in ("B", "KB", "MB", "GB"):
-        if value < 1000:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1000
-    return f"{value:.1f} TB"
