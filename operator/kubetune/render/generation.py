@@ -9,9 +9,9 @@ from typing import Any, Optional
 from .. import contract
 from ..api.models import FineTuneJob, GenerationSpec
 from . import pods
-from .naming import generation_host, generation_service_name, generation_set_name, labels, metadata, selector_labels
+from .naming import generation_host, generation_service_name, generation_set_name
 from .sources import OutputLocation, ResolvedSource
-from .workers import service
+from .workers import service, stateful_set
 
 ROLE = "generation"
 CONTAINER = "server"
@@ -40,22 +40,9 @@ def generation_stateful_set(job: FineTuneJob, settings: pods.RenderSettings, out
     if generation is None:
         return None
     name = job.metadata.name
-    return {
-        "apiVersion": "apps/v1",
-        "kind": "StatefulSet",
-        "metadata": metadata(job, generation_set_name(name), ROLE),
-        "spec": {
-            "serviceName": generation_service_name(name),
-            # Scaled up by the lifecycle before the workers, and to zero with them after training.
-            "replicas": 0,
-            "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": selector_labels(name, ROLE)},
-            "template": {
-                "metadata": {"labels": labels(name, ROLE)},
-                "spec": _pod_spec(job, generation, settings, output, sources),
-            },
-        },
-    }
+    # At zero: the lifecycle scales it up before the workers, and to zero with them after training.
+    return stateful_set(job, generation_set_name(name), generation_service_name(name), ROLE, 0,
+                        _pod_spec(job, generation, settings, output, sources))
 
 
 def _pod_spec(job: FineTuneJob, generation: GenerationSpec, settings: pods.RenderSettings, output: OutputLocation,

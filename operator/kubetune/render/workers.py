@@ -129,17 +129,23 @@ def worker_stateful_set(
         hf_endpoint=settings.hf_endpoint,
         terminationGracePeriodSeconds=60,
     )
+    return stateful_set(job, worker_set_name(name), worker_service_name(name), ROLE, initial_replicas(job), pod_spec)
+
+
+def stateful_set(job: FineTuneJob, name: str, service_name: str, role: str, replicas: int,
+                 pod_spec: dict[str, Any]) -> dict[str, Any]:
+    """A StatefulSet of the job's pods of one role, started in parallel."""
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
-        "metadata": metadata(job, worker_set_name(name), ROLE),
+        "metadata": metadata(job, name, role),
         "spec": {
-            "serviceName": worker_service_name(name),
-            "replicas": initial_replicas(job),
+            "serviceName": service_name,
+            "replicas": replicas,
             "podManagementPolicy": "Parallel",
-            "selector": {"matchLabels": selector_labels(name, ROLE)},
+            "selector": {"matchLabels": selector_labels(job.metadata.name, role)},
             "template": {
-                "metadata": {"labels": labels(name, ROLE)},
+                "metadata": {"labels": labels(job.metadata.name, role)},
                 "spec": pod_spec,
             },
         },
