@@ -3,14 +3,25 @@
 from __future__ import annotations
 
 import re
+import urllib.request
 from typing import Any, Literal, Optional
 
 from pydantic import ConfigDict, Field
 
-from .document import Document
+from .document import D, Document
 from .plan import StrategyChoice
 
 PROGRESS_PATH = "/progress"
+
+
+def read_served(document: type[D], host: str, port: int, timeout: float) -> Optional[D]:
+    """The document a pod serves on PROGRESS_PATH (rank 0's Progress, the initializer's report);
+    None while it cannot be reached or read."""
+    try:
+        with urllib.request.urlopen(f"http://{host}:{port}{PROGRESS_PATH}", timeout=timeout) as reply:
+            return document.decode(reply.read())
+    except (OSError, ValueError):
+        return None
 
 
 class TrainingNumbers(Document):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
-import urllib.request
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, Callable, Optional
@@ -15,7 +14,7 @@ from ..api.models import TERMINAL_PHASES, FineTuneJob, FineTuneJobStatus
 from ..api.validation import InvalidJob, parse_job
 from ..contract.document import D
 from ..contract.initialization import InitializationReport
-from ..contract.progress import PROGRESS_PATH, Progress
+from ..contract.progress import Progress, read_served
 from ..lifecycle import (
     Action,
     Decision,
@@ -135,14 +134,7 @@ def read_initialization(pods: list[dict[str, Any]], timeout: float) -> Optional[
 def _served(pod: Optional[dict[str, Any]], document: type[D], timeout: float) -> Optional[D]:
     """The document a pod serves on its progress port."""
     address = ((pod or {}).get("status") or {}).get("podIP")
-    if not address:
-        return None
-    try:
-        url = f"http://{address}:{contract.METRICS_PORT}{PROGRESS_PATH}"
-        with urllib.request.urlopen(url, timeout=timeout) as reply:
-            return document.decode(reply.read())
-    except (OSError, ValueError):
-        return None
+    return read_served(document, address, contract.METRICS_PORT, timeout) if address else None
 
 
 def upstream_statuses(context: OperatorContext, job: FineTuneJob) -> dict[str, Optional[FineTuneJobStatus]]:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.request
 import uuid
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timezone
@@ -24,7 +23,7 @@ from ..contract.failure import LAST_LOG_LINES
 from ..contract.output import CompletionRecord, newest_complete_checkpoint
 from ..contract.document import D
 from ..contract.initialization import InitializationReport
-from ..contract.progress import PROGRESS_PATH, Progress
+from ..contract.progress import Progress, read_served
 from ..lifecycle import Action, Decision, EvaluationRun, Observed, Termination, WorkerPod, WorkerSet, decide
 from ..render import RenderedJob, render_job
 from ..yamlio import dump_all
@@ -194,12 +193,7 @@ class LocalCluster:
         """The document a running pod serves on its progress port."""
         if pod is None or not pod.running:
             return None
-        try:
-            url = f"http://127.0.0.1:{pod.env[contract.ENV_METRICS_PORT]}{PROGRESS_PATH}"
-            with urllib.request.urlopen(url, timeout=0.5) as reply:
-                return document.decode(reply.read())
-        except (OSError, ValueError):
-            return None
+        return read_served(document, "127.0.0.1", int(pod.env[contract.ENV_METRICS_PORT]), timeout=0.5)
 
     def stop(self) -> None:
         batch = [job.pod for job in (self.evaluation, self.publishing, self.initialization) if job.pod]
