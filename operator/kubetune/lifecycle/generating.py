@@ -26,10 +26,8 @@ def count_generation(job: FineTuneJob, state: Next, observed: Observed) -> None:
     """status.generation: the server pods' restarts (kept across recreated pods) and readiness."""
     if job.spec.generation is None:
         return
-    pods = observed.generation_pods
-    counted, restarts = count_workers(state.status.generation, Observed(observed.now, pods=pods),
-                                      job.spec.generation.nodes)
-    counted.ready = sum(pod.ready for pod in pods)
+    counted, restarts = count_workers(state.status.generation, observed.generation_pool(), job.spec.generation.nodes)
+    counted.ready = sum(pod.ready for pod in observed.generation_pods)
     state.status.generation = counted
     limit = job.spec.run_policy.backoff_limit
     state.events += [Event("Warning", "GenerationRestarted", restart_message(restart, counted, limit))
@@ -64,7 +62,7 @@ def hold_for_generation(job: FineTuneJob, state: Next, observed: Observed) -> Op
     why = waiting(observed.generation_pods, None)
     if why and why.at_once:
         return state.fail(why.failure, f"{WHAT}: {why.reason}: {why.message}")
-    crashed = first_termination(Observed(observed.now, pods=observed.generation_pods), lambda t: t.exit_code != 0)
+    crashed = first_termination(observed.generation_pool(), lambda t: t.exit_code != 0)
     if why:
         state.warn_on_change(ConditionType.GENERATION_READY, False, why.reason, why.message)
     elif crashed:
@@ -84,7 +82,7 @@ def hold_for_generation(job: FineTuneJob, state: Next, observed: Observed) -> Op
 
 
 def _failed(job: FineTuneJob, state: Next, observed: Observed) -> Optional[Decision]:
-    pool = Observed(observed.now, pods=observed.generation_pods)
+    pool = observed.generation_pool()
     permanent = first_termination(pool, lambda t: report_of(t).reason == "PermanentError")
     if permanent:
         return state.fail_with("PermanentError", WHAT, *permanent)

@@ -100,6 +100,11 @@ class Observed:
     initialization: Optional[EvaluationRun] = None
     initialization_progress: Optional[InitializationReport] = None
 
+    def generation_pool(self) -> "Observed":
+        """The generation server's pods seen as pods are: what the workers' rules (restart
+        counting, terminations) read."""
+        return Observed(self.now, pods=self.generation_pods)
+
     def without_pods_from(self, ordinal: int) -> "Observed":
         """Without the pods a scale-down removes (ordinals from `ordinal` on): they are leaving, not failing."""
         kept = tuple(pod for pod in self.pods if pod.ordinal is None or pod.ordinal < ordinal)
